@@ -1,0 +1,404 @@
+//! A cluster's segment ([`Shared`]) and one process's place in it ([`Endpoint`]).
+//!
+//! ```
+//! use cluster_shm::core::{Shared, Endpoint, Attach};
+//! let primary = Shared::create(2, 64 * 1024).unwrap();          // 2 workers + the primary
+//! let worker = Shared::open(primary.name()).unwrap();
+//! let w = Endpoint::attach(worker, Attach::Any).unwrap();
+//! assert_eq!(w.index(), 0);
+//! w.detach();
+//! primary.unlink();
+//! ```
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use super::layout::{Bell, EndpointSlot, Geometry, GeometryError, RingHeader, SegmentHeader, LAYOUT_VERSION, MAGIC};
+use super::platform::{self, ProcessId};
+use super::ring::Ring;
+use super::segment::{self, CreateError, OpenError, Segment};
+
+/// Why [`Shared::create`] failed.
+#[derive(Debug)]
+pub enum InitError {
+    /// The worker count or ring size is out of range.
+    Geometry(GeometryError),
+    /// The OS refused the segment.
+    Segment(CreateError),
+}
+
+/// Why [`Shared::open`] or [`Endpoint::attach`] failed.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The segment cannot be opened.
+    Segment(OpenError),
+    /// The segment is not a cluster-shm segment of this layout version, or its header is
+    /// inconsistent with its size (`what` says which check failed).
+    BadHeader(&'static str),
+    /// The requested index is not a worker index of this cluster.
+    IndexOutOfRange { index: u32, workers: u32 },
+    /// The requested index is held by a live process.
+    IndexTaken(u32),
+    /// Every worker index is held by a live process.
+    NoFreeIndex,
+    /// The primary closed the cluster.
+    Closed,
+}
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitError::Geometry(e) => e.fmt(f),
+            InitError::Segment(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Segment(e) => e.fmt(f),
+            Self::BadHeader(what) => write!(f, "not a cluster-shm segment of layout {LAYOUT_VERSION}: {what}"),
+            Self::IndexOutOfRange { index, workers } => write!(f, "index {index} is out of range (workers: {workers})"),
+            Self::IndexTaken(i) => write!(f, "index {i} is held by a live process"),
+            Self::NoFreeIndex => f.write_str("every worker index is held by a live process"),
+            Self::Closed => f.write_str("the cluster was closed by its primary"),
+        }
+    }
+}
+
+/// A mapped cluster segment with its validated geometry.
+pub struct Shared {
+    seg: Segment,
+    geo: Geometry,
+    creator: bool,
+}
+
+fn owner_pid(owner: u64) -> u32 {
+    owner as u32
+}
+fn owner_gen(owner: u64) -> u32 {
+    (owner >> 32) as u32
+}
+fn owner(gen: u32, pid: u32) -> u64 {
+    ((gen as u64) << 32) | pid as u64
+}
+
+impl Shared {
+    /// Creates a new segment for `workers` workers plus the primary, after removing stale
+    /// segments of dead primaries.
+    pub fn create(workers: u32, ring_capacity: u32) -> Result<Arc<Shared>, InitError> {
+        let geo = Geometry::new(workers.saturating_add(1), ring_capacity).map_err(InitError::Geometry)?;
+        segment::remove_stale();
+        let seg = loop {
+            match Segment::create(&segment::new_name(), geo.total_size()) {
+                Err(CreateError::AlreadyExists) => continue, // 64 random bits collided: try again
+                r => break r.map_err(InitError::Segment)?,
+            }
+        };
+        let me = ProcessId::current();
+        let hdr = seg.as_ptr() as *mut SegmentHeader;
+        // SAFETY: the mapping is fresh, zeroed, page aligned and at least a header long; no other
+        // process can use it before `magic` is published below.
+        unsafe {
+            (*hdr).layout_version = LAYOUT_VERSION;
+            (*hdr).endpoints = geo.endpoints;
+            (*hdr).ring_capacity = geo.ring_capacity;
+            (*hdr).total_size = geo.total_size() as u64;
+            (*hdr).primary_pid = me.pid;
+            (*hdr).primary_start = me.start_time;
+            (*hdr).magic.store(MAGIC, Ordering::Release);
+        }
+        Ok(Arc::new(Shared { seg, geo, creator: true }))
+    }
+
+    /// Opens and validates an existing segment.
+    pub fn open(name: &str) -> Result<Arc<Shared>, AttachError> {
+        let seg = Segment::open(name).map_err(AttachError::Segment)?;
+        if seg.len() < std::mem::size_of::<SegmentHeader>() {
+            return Err(AttachError::BadHeader("smaller than a header"));
+        }
+        let hdr = seg.as_ptr() as *const SegmentHeader;
+        // SAFETY: the mapping is page aligned and holds at least a header; every field read is a
+        // plain integer, so any bytes are a valid value, and each is validated below.
+        let (magic, version, endpoints, cap, total) = unsafe {
+            (
+                (*hdr).magic.load(Ordering::Acquire),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hdr).layout_version)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hdr).endpoints)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hdr).ring_capacity)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hdr).total_size)),
+            )
+        };
+        if magic != MAGIC {
+            return Err(AttachError::BadHeader("magic"));
+        }
+        if version != LAYOUT_VERSION {
+            return Err(AttachError::BadHeader("layout version"));
+        }
+        let geo = Geometry::new(endpoints, cap).map_err(|_| AttachError::BadHeader("geometry"))?;
+        if total != geo.total_size() as u64 || seg.len() < geo.total_size() {
+            return Err(AttachError::BadHeader("sizes larger than the mapping"));
+        }
+        Ok(Arc::new(Shared { seg, geo, creator: false }))
+    }
+
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+    pub fn is_creator(&self) -> bool {
+        self.creator
+    }
+    pub fn header(&self) -> &SegmentHeader {
+        // SAFETY: validated at open/create: the mapping holds a header at offset 0, aligned.
+        unsafe { &*(self.seg.as_ptr() as *const SegmentHeader) }
+    }
+    pub fn slot(&self, index: u32) -> &EndpointSlot {
+        assert!(index < self.geo.endpoints);
+        // SAFETY: index < endpoints and the geometry was validated against the mapping's size, so
+        // the slot lies inside the mapping; EndpointSlot holds only atomics.
+        unsafe { &*(self.seg.as_ptr().add(self.geo.slots_offset()) as *const EndpointSlot).add(index as usize) }
+    }
+    /// The ring carrying `from` → `to`.
+    pub fn ring(&self, from: u32, to: u32) -> Ring {
+        assert!(from != to && from < self.geo.endpoints && to < self.geo.endpoints);
+        let i = self.geo.ring_index(from, to);
+        // SAFETY: i < rings(); header and data offsets come from the validated geometry and lie
+        // inside the mapping, which lives as long as `self` (callers hold Arc<Shared>).
+        unsafe {
+            let hdr = (self.seg.as_ptr().add(self.geo.ring_headers_offset()) as *const RingHeader).add(i);
+            let data = self.seg.as_ptr().add(self.geo.ring_data_offset() + i * self.geo.ring_capacity as usize);
+            Ring::new(hdr, data, self.geo.ring_capacity as u64)
+        }
+    }
+
+    /// The process holding `index`, if any.
+    pub fn holder(&self, index: u32) -> Option<ProcessId> {
+        let reg = &self.slot(index).registration;
+        let o = reg.owner.load(Ordering::Acquire);
+        (owner_pid(o) != 0).then(|| {
+            let known = reg.start_generation.load(Ordering::Acquire) == owner_gen(o);
+            ProcessId { pid: owner_pid(o), start_time: if known { reg.start_time.load(Ordering::Acquire) } else { 0 } }
+        })
+    }
+
+    /// Raw owner words of every slot (for change detection).
+    pub fn owners(&self) -> Vec<u64> {
+        (0..self.geo.endpoints).map(|i| self.slot(i).registration.owner.load(Ordering::Acquire)).collect()
+    }
+
+    /// Frees every worker index held by `pid` (the primary calls this from cluster's 'exit').
+    /// Returns the freed indices.
+    pub fn release_pid(&self, pid: u32) -> Vec<u32> {
+        let mut freed = vec![];
+        for i in 0..self.geo.endpoints {
+            let reg = &self.slot(i).registration;
+            let o = reg.owner.load(Ordering::Acquire);
+            if pid != 0 && owner_pid(o) == pid && reg.owner.compare_exchange(o, owner(owner_gen(o), 0), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                freed.push(i);
+            }
+        }
+        if !freed.is_empty() {
+            self.registry_changed();
+        }
+        freed
+    }
+
+    /// Bumps the registry epoch and wakes every endpoint's delivery thread.
+    pub fn registry_changed(&self) {
+        self.header().registry_epoch.fetch_add(1, Ordering::AcqRel);
+        for i in 0..self.geo.endpoints {
+            ring_bell_always(&self.slot(i).data_bell);
+        }
+    }
+
+    /// Marks the cluster closed (primary), wakes everyone, and removes the name.
+    pub fn close_cluster(&self) {
+        self.header().closed.store(1, Ordering::Release);
+        self.registry_changed();
+        self.unlink();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.header().closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Removes the segment's name (processes that mapped it keep their mapping).
+    pub fn unlink(&self) {
+        segment::unlink(self.seg.name());
+    }
+}
+
+/// Which index to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// The primary's endpoint (the last one).
+    Primary,
+    /// This worker index, if free or held by a dead process.
+    Index(u32),
+    /// The lowest free worker index (reclaiming those of dead processes if none is free).
+    Any,
+}
+
+/// One process's endpoint: the index it holds and the rings it reads and writes.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    index: u32,
+    owner: u64,
+}
+
+impl Endpoint {
+    pub fn attach(shared: Arc<Shared>, how: Attach) -> Result<Endpoint, AttachError> {
+        if shared.is_closed() {
+            return Err(AttachError::Closed);
+        }
+        let geo = shared.geometry();
+        let me = ProcessId::current();
+        let workers = geo.endpoints - 1;
+        let try_take = |i: u32, reclaim: bool| -> Option<u64> {
+            let reg = &shared.slot(i).registration;
+            let o = reg.owner.load(Ordering::Acquire);
+            let free = owner_pid(o) == 0;
+            let dead = !free && reclaim && shared.holder(i).is_some_and(|p| !p.is_alive());
+            if !(free || dead) {
+                return None;
+            }
+            let new = owner(owner_gen(o).wrapping_add(1), me.pid);
+            reg.owner.compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+            reg.start_time.store(me.start_time, Ordering::Release);
+            reg.start_generation.store(owner_gen(new), Ordering::Release);
+            Some(new)
+        };
+        let (index, owner) = match how {
+            Attach::Primary => (geo.primary(), try_take(geo.primary(), true).ok_or(AttachError::IndexTaken(geo.primary()))?),
+            Attach::Index(i) if i >= workers => return Err(AttachError::IndexOutOfRange { index: i, workers }),
+            Attach::Index(i) => (i, try_take(i, true).ok_or(AttachError::IndexTaken(i))?),
+            Attach::Any => (0..workers)
+                .find_map(|i| try_take(i, false).map(|o| (i, o)))
+                .or_else(|| (0..workers).find_map(|i| try_take(i, true).map(|o| (i, o))))
+                .ok_or(AttachError::NoFreeIndex)?,
+        };
+        shared.slot(index).data_bell.sleeping.store(0, Ordering::Release);
+        shared.registry_changed();
+        Ok(Endpoint { shared, index, owner })
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+    pub fn geometry(&self) -> Geometry {
+        self.shared.geometry()
+    }
+    /// Still the holder of the index (the primary may have freed it, thinking this process dead).
+    pub fn holds_index(&self) -> bool {
+        self.shared.slot(self.index).registration.owner.load(Ordering::Acquire) == self.owner
+    }
+
+    /// Gives the index back. Idempotent; a no-op when somebody else took the index meanwhile.
+    pub fn detach(&self) {
+        let reg = &self.shared.slot(self.index).registration;
+        if reg.owner.compare_exchange(self.owner, owner(owner_gen(self.owner), 0), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.shared.registry_changed();
+        }
+    }
+
+    /// Indices currently held by a process (this one included), primary last.
+    pub fn attached(&self) -> Vec<u32> {
+        (0..self.geometry().endpoints).filter(|&i| self.shared.holder(i).is_some()).collect()
+    }
+
+    pub fn ring_to(&self, to: u32) -> Ring {
+        self.shared.ring(self.index, to)
+    }
+    pub fn ring_from(&self, from: u32) -> Ring {
+        self.shared.ring(from, self.index)
+    }
+
+    /// Tells `to` that a frame was published for it: a system call only if it sleeps.
+    pub fn notify(&self, to: u32) {
+        let bell = &self.shared.slot(to).data_bell;
+        fence(Ordering::SeqCst);
+        if bell.sleeping.load(Ordering::Relaxed) != 0 && bell.sleeping.swap(0, Ordering::AcqRel) != 0 {
+            bell.seq.fetch_add(1, Ordering::Release);
+            platform::wake(&bell.seq);
+        }
+    }
+
+    /// Releases ring positions after delivery; rings the space bells of writers that wait.
+    pub fn commit(&self, from: u32, pos: u64) {
+        if self.ring_from(from).commit(pos) {
+            ring_bell_always(&self.shared.slot(from).space_bell);
+        }
+    }
+
+    pub fn data_bell(&self) -> &Bell {
+        &self.shared.slot(self.index).data_bell
+    }
+    pub fn space_bell(&self) -> &Bell {
+        &self.shared.slot(self.index).space_bell
+    }
+}
+
+/// Bumps a bell and wakes its waiters unconditionally (rare events: registry, close, space).
+pub fn ring_bell_always(bell: &Bell) {
+    bell.seq.fetch_add(1, Ordering::Release);
+    platform::wake(&bell.seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_takes_free_indices_and_refuses_taken_ones() {
+        let s = Shared::create(2, 4096).unwrap();
+        let p = Endpoint::attach(s.clone(), Attach::Primary).unwrap();
+        assert_eq!(p.index(), 2);
+        let a = Endpoint::attach(s.clone(), Attach::Any).unwrap();
+        let b = Endpoint::attach(s.clone(), Attach::Any).unwrap();
+        assert_eq!((a.index(), b.index()), (0, 1));
+        // this process is alive, so its indices are not reclaimed
+        assert!(matches!(Endpoint::attach(s.clone(), Attach::Any), Err(AttachError::NoFreeIndex)));
+        assert!(matches!(Endpoint::attach(s.clone(), Attach::Index(1)), Err(AttachError::IndexTaken(1))));
+        assert!(matches!(Endpoint::attach(s.clone(), Attach::Index(2)), Err(AttachError::IndexOutOfRange { .. })));
+        assert_eq!(p.attached(), vec![0, 1, 2]);
+        b.detach();
+        assert_eq!(p.attached(), vec![0, 2]);
+        let c = Endpoint::attach(s.clone(), Attach::Index(1)).unwrap();
+        assert!(c.holds_index() && !b.holds_index());
+        b.detach(); // stale handle: must not free c's index
+        assert!(c.holds_index());
+        s.close_cluster();
+        assert!(matches!(Endpoint::attach(s, Attach::Any), Err(AttachError::Closed)));
+    }
+
+    #[test]
+    fn a_dead_holder_is_reclaimed() {
+        let s = Shared::create(1, 4096).unwrap();
+        // a PID that cannot exist holds index 0
+        s.slot(0).registration.owner.store(owner(5, 0x7fff_fff0), Ordering::Release);
+        let w = Endpoint::attach(s.clone(), Attach::Any).unwrap();
+        assert_eq!(w.index(), 0);
+        assert!(w.holds_index());
+        s.unlink();
+    }
+
+    #[test]
+    fn open_validates_the_header() {
+        let s = Shared::create(1, 4096).unwrap();
+        assert!(Shared::open(s.name()).is_ok());
+        s.header().magic.store(0, Ordering::Release);
+        assert!(matches!(Shared::open(s.name()), Err(AttachError::BadHeader("magic"))));
+        s.header().magic.store(MAGIC, Ordering::Release);
+        // SAFETY: test-only write of a plain header field in our own mapping.
+        unsafe { *(std::ptr::addr_of!(s.header().total_size) as *mut u64) = 1 << 40 };
+        assert!(matches!(Shared::open(s.name()), Err(AttachError::BadHeader(_))));
+        s.unlink();
+    }
+}

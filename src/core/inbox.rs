@@ -1,0 +1,294 @@
+//! The receiving side of an endpoint: drains the rings of every sender into [`Batch`]es,
+//! reassembles chunked messages, notices peers attaching and leaving, and sleeps on the
+//! endpoint's doorbell when there is nothing to do.
+//!
+//! Delivery is two-phase. [`Inbox::drain`] copies frames out and advances a private cursor per
+//! sender; the ring's `head` moves only when the batch is acknowledged ([`Batch::commits`] passed
+//! to [`Endpoint::commit`]) after the application ran it. A process killed between the two
+//! leaves the messages in the ring for its replacement: nothing undelivered is lost, nothing
+//! delivered is repeated (except the batch whose callbacks were running at the moment of death).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::endpoint::Endpoint;
+use super::layout::flags;
+use super::platform;
+use super::ring::Ring;
+
+/// Record kinds in a batch beyond the message kinds (`layout::kind::BYTES..=VALUE`).
+pub mod event {
+    /// A process attached to index `from`.
+    pub const PEER_UP: u8 = 16;
+    /// The process at index `from` detached or was declared dead.
+    pub const PEER_DOWN: u8 = 17;
+    /// Messages from `from` were lost (payload: u32 LE count): a sender died mid-message, or this
+    /// index's previous holder died while reassembling one.
+    pub const LOST: u8 = 18;
+    /// The ring from `from` was corrupt and was reset (payload: u32 LE bytes dropped).
+    pub const CORRUPT: u8 = 19;
+    /// The primary closed the cluster.
+    pub const CLOSED: u8 = 20;
+}
+
+/// Bytes in front of every record of a batch: from (u16 LE), kind (u8), 0 (u8), len (u32 LE).
+pub const RECORD_HEADER: usize = 8;
+
+/// Messages and events for the application, in one buffer, plus what to commit once delivered.
+#[derive(Default, Debug)]
+pub struct Batch {
+    /// Records: `RECORD_HEADER` then `len` payload bytes, back to back.
+    pub bytes: Vec<u8>,
+    pub records: u32,
+    /// `(sender, ring position)` to pass to [`Endpoint::commit`] after delivery.
+    pub commits: Vec<(u32, u64)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.records == 0 && self.commits.is_empty()
+    }
+    fn push_header(&mut self, from: u32, kind: u8, len: usize) {
+        self.bytes.extend_from_slice(&(from as u16).to_le_bytes());
+        self.bytes.push(kind);
+        self.bytes.push(0);
+        self.bytes.extend_from_slice(&(len as u32).to_le_bytes());
+        self.records += 1;
+    }
+    fn push_event(&mut self, from: u32, kind: u8, value: Option<u32>) {
+        match value {
+            Some(v) => {
+                self.push_header(from, kind, 4);
+                self.bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            None => self.push_header(from, kind, 0),
+        }
+    }
+    /// Iterates `(from, kind, payload)` (for Rust users and tests).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u8, &[u8])> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let h = self.bytes.get(at..at + RECORD_HEADER)?;
+            let from = u16::from_le_bytes([h[0], h[1]]) as u32;
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            let p = &self.bytes[at + RECORD_HEADER..at + RECORD_HEADER + len];
+            at += RECORD_HEADER + len;
+            Some((from, h[2], p))
+        })
+    }
+}
+
+struct Assembly {
+    kind: u8,
+    seq: u32,
+    msg_len: u32,
+    buf: Vec<u8>,
+}
+
+struct SenderState {
+    cursor: u64,
+    assembling: Option<Assembly>,
+    /// Sequence of the last message counted as lost, so its further chunks are not counted again.
+    lost_seq: Option<u32>,
+}
+
+/// Caps on one drain, so the application gets regular batches.
+#[derive(Clone, Copy)]
+pub struct Budget {
+    pub max_records: u32,
+    pub max_bytes: usize,
+}
+
+impl Budget {
+    pub const BATCH: Budget = Budget { max_records: 16 * 1024, max_bytes: 4 << 20 };
+    pub const ONE: Budget = Budget { max_records: 1, max_bytes: usize::MAX };
+}
+
+pub struct Inbox {
+    senders: Vec<SenderState>,
+    owners: Vec<u64>,
+    epoch: u32,
+    closed_reported: bool,
+    start: usize,
+}
+
+impl Inbox {
+    /// Starts reading where the previous holder of the index committed.
+    pub fn new(ep: &Endpoint) -> Inbox {
+        let e = ep.geometry().endpoints;
+        let senders = (0..e)
+            .map(|from| SenderState {
+                cursor: if from == ep.index() { 0 } else { ep.ring_from(from).head() },
+                assembling: None,
+                lost_seq: None,
+            })
+            .collect();
+        Inbox {
+            senders,
+            owners: ep.shared().owners(),
+            epoch: ep.shared().header().registry_epoch.load(Ordering::Acquire),
+            closed_reported: false,
+            start: 0,
+        }
+    }
+
+    /// True when something is waiting beyond the cursors, or the registry changed.
+    pub fn has_work(&self, ep: &Endpoint) -> bool {
+        ep.shared().header().registry_epoch.load(Ordering::Acquire) != self.epoch
+            || (0..ep.geometry().endpoints).any(|from| from != ep.index() && ep.ring_from(from).has_data_after(self.senders[from as usize].cursor))
+    }
+
+    /// Appends registry events and available messages to `batch`, within `budget`.
+    pub fn drain(&mut self, ep: &Endpoint, batch: &mut Batch, budget: Budget) {
+        self.registry_events(ep, batch);
+        let e = ep.geometry().endpoints;
+        let me = ep.index();
+        // Rotate the starting sender so that a busy one cannot starve the others.
+        self.start = (self.start + 1) % e as usize;
+        for k in 0..e {
+            let from = ((self.start as u32) + k) % e;
+            if from == me {
+                continue;
+            }
+            let ring = ep.ring_from(from);
+            let before = self.senders[from as usize].cursor;
+            self.drain_ring(from, &ring, batch, budget);
+            let after = self.senders[from as usize].cursor;
+            if after != before {
+                batch.commits.push((from, after));
+            }
+            if batch.records >= budget.max_records || batch.bytes.len() >= budget.max_bytes {
+                break;
+            }
+        }
+    }
+
+    fn drain_ring(&mut self, from: u32, ring: &Ring, batch: &mut Batch, budget: Budget) {
+        let st = &mut self.senders[from as usize];
+        loop {
+            if batch.records >= budget.max_records || batch.bytes.len() >= budget.max_bytes {
+                return;
+            }
+            let frame = match ring.next_frame(st.cursor) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(_) => {
+                    let dropped = ring.reset().wrapping_sub(st.cursor);
+                    st.cursor = ring.head();
+                    st.assembling = None;
+                    batch.push_event(from, event::CORRUPT, Some(dropped.min(u32::MAX as u64) as u32));
+                    return;
+                }
+            };
+            st.cursor = frame.next;
+            let h = frame.header;
+            let first = h.flags & flags::FIRST != 0;
+            let last = h.flags & flags::LAST != 0;
+            if first {
+                if let Some(a) = st.assembling.take() {
+                    // The sender started a new message: the one being reassembled will never end.
+                    batch.push_event(from, event::LOST, Some(1));
+                    st.lost_seq = Some(a.seq);
+                }
+                if last {
+                    batch.push_header(from, h.kind, h.len as usize);
+                    ring.copy_payload(&frame, &mut batch.bytes);
+                } else {
+                    let mut buf = Vec::new();
+                    buf.reserve((h.msg_len as usize).min(64 << 20));
+                    ring.copy_payload(&frame, &mut buf);
+                    st.assembling = Some(Assembly { kind: h.kind, seq: h.seq, msg_len: h.msg_len, buf });
+                }
+                continue;
+            }
+            let continues = st.assembling.as_ref().is_some_and(|a| a.seq == h.seq && a.kind == h.kind && a.msg_len == h.msg_len);
+            if !continues {
+                // A chunk of a message whose beginning this reader never saw.
+                if st.assembling.take().is_some() || st.lost_seq != Some(h.seq) {
+                    batch.push_event(from, event::LOST, Some(1));
+                }
+                st.lost_seq = Some(h.seq);
+                continue;
+            }
+            let a = st.assembling.as_mut().expect("checked above");
+            if a.buf.len() + h.len as usize > a.msg_len as usize {
+                st.assembling = None;
+                batch.push_event(from, event::LOST, Some(1));
+                st.lost_seq = Some(h.seq);
+                continue;
+            }
+            ring.copy_payload(&frame, &mut a.buf);
+            if last {
+                let a = st.assembling.take().expect("checked above");
+                if a.buf.len() != a.msg_len as usize {
+                    batch.push_event(from, event::LOST, Some(1));
+                    continue;
+                }
+                batch.push_header(from, a.kind, a.buf.len());
+                batch.bytes.extend_from_slice(&a.buf);
+            }
+        }
+    }
+
+    fn registry_events(&mut self, ep: &Endpoint, batch: &mut Batch) {
+        let shared = ep.shared();
+        let epoch = shared.header().registry_epoch.load(Ordering::Acquire);
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let owners = shared.owners();
+        for (i, (&old, &new)) in self.owners.iter().zip(&owners).enumerate() {
+            if old == new || i as u32 == ep.index() {
+                continue;
+            }
+            if old as u32 != 0 {
+                batch.push_event(i as u32, event::PEER_DOWN, None);
+            }
+            if new as u32 != 0 {
+                batch.push_event(i as u32, event::PEER_UP, None);
+            }
+        }
+        self.owners = owners;
+        if shared.is_closed() && !self.closed_reported {
+            self.closed_reported = true;
+            batch.push_event(ep.index(), event::CLOSED, None);
+        }
+    }
+
+    /// Delivery loop for a dedicated thread: drain, hand each non-empty batch to `deliver`, and
+    /// sleep on the doorbell when idle (spinning first for `spin`, if non-zero). Returns when
+    /// `stop` is set; whoever sets it rings the data bell. Every sleep is bounded (1 s).
+    pub fn run(&mut self, ep: &Endpoint, stop: &AtomicBool, spin: Duration, mut deliver: impl FnMut(Batch)) {
+        let bell = ep.data_bell();
+        while !stop.load(Ordering::Acquire) {
+            let mut batch = Batch::default();
+            self.drain(ep, &mut batch, Budget::BATCH);
+            if !batch.is_empty() {
+                deliver(batch);
+                continue;
+            }
+            if !spin.is_zero() {
+                let until = Instant::now() + spin;
+                while Instant::now() < until && !self.has_work(ep) && !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                if self.has_work(ep) {
+                    continue;
+                }
+            }
+            // Eventcount: read the sequence, announce sleep, re-check, then sleep only if the
+            // sequence is unchanged. A sender publishes, then checks `sleeping` (both SeqCst), so
+            // one of the two always sees the other.
+            let seq = bell.seq.load(Ordering::Acquire);
+            bell.sleeping.store(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.has_work(ep) || stop.load(Ordering::Acquire) {
+                bell.sleeping.store(0, Ordering::Relaxed);
+                continue;
+            }
+            platform::wait(&bell.seq, seq, Duration::from_secs(1));
+            bell.sleeping.store(0, Ordering::Relaxed);
+        }
+    }
+}

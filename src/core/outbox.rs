@@ -1,0 +1,264 @@
+//! The sending side of an endpoint.
+//!
+//! [`Outbox::try_write`] publishes a whole message now or nothing (the caller's thread never
+//! waits). [`Outbox::send_queued`] hands a message to the outbox's own sender thread, which
+//! writes it chunk by chunk as the receiver frees space, sleeping on this endpoint's space bell in
+//! between; the `done` callback reports the outcome. Messages to one target leave in call order:
+//! while anything is queued for a target, `try_write` to it returns false.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::endpoint::{ring_bell_always, Endpoint};
+use super::platform;
+use super::ring::Outgoing;
+
+/// Why [`Outbox::try_write`] or [`Outbox::send_queued`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The target is not an endpoint of this cluster.
+    TargetOutOfRange { to: u32, endpoints: u32 },
+    /// The target is this endpoint itself (rings connect distinct endpoints).
+    ToSelf,
+    /// Larger than `try_write` accepts (half a ring) or than a message can be (4 GiB - 1).
+    TooLarge { len: usize, max: usize },
+    /// The outbox was closed.
+    Closed,
+    /// The ring to the target is corrupt.
+    Corrupt,
+}
+
+/// How a queued send ended (passed to its `done` callback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The outbox closed before the message was written.
+    Closed,
+    /// The deadline passed before the first byte could be written.
+    TimedOut,
+    /// The ring to the target is corrupt.
+    Corrupt,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TargetOutOfRange { to, endpoints } => write!(f, "target {to} is not an endpoint of this cluster ({endpoints} endpoints)"),
+            Self::ToSelf => f.write_str("cannot write to this endpoint itself"),
+            Self::TooLarge { len, max } => write!(f, "payload of {len} bytes is larger than {max} bytes"),
+            Self::Closed => f.write_str("the bus is closed"),
+            Self::Corrupt => f.write_str("the ring to the target is corrupt"),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the bus was closed before the message was sent"),
+            Self::TimedOut => f.write_str("no room in the receiver's ring before the timeout"),
+            Self::Corrupt => f.write_str("the ring to the target is corrupt"),
+        }
+    }
+}
+
+pub type Done = Box<dyn FnOnce(Result<(), SendError>) + Send>;
+
+struct Job {
+    kind: u8,
+    data: Vec<u8>,
+    out: Outgoing,
+    deadline: Option<Instant>,
+    done: Done,
+}
+
+pub struct Outbox {
+    ep: Arc<Endpoint>,
+    queues: Vec<Mutex<VecDeque<Job>>>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a queue half-updated (push/pop are atomic
+    // with respect to panics), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Outbox {
+    pub fn new(ep: Arc<Endpoint>) -> Arc<Outbox> {
+        let queues = (0..ep.geometry().endpoints).map(|_| Mutex::new(VecDeque::new())).collect();
+        Arc::new(Outbox { ep, queues, closed: AtomicBool::new(false), thread: Mutex::new(None) })
+    }
+
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.ep
+    }
+
+    /// Largest payload [`try_write`](Self::try_write) accepts: half a ring, so that it fits
+    /// wherever the ring's cursors stand once the ring has drained.
+    pub fn max_write(&self) -> usize {
+        let max_frame = self.ep.geometry().max_frame_payload();
+        2 * max_frame
+    }
+
+    fn check(&self, to: u32, len: usize, max: usize) -> Result<(), WriteError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(WriteError::Closed);
+        }
+        let endpoints = self.ep.geometry().endpoints;
+        if to >= endpoints {
+            return Err(WriteError::TargetOutOfRange { to, endpoints });
+        }
+        if to == self.ep.index() {
+            return Err(WriteError::ToSelf);
+        }
+        if len > max {
+            return Err(WriteError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    /// Publishes the whole message to `to` now, or nothing: false when the ring lacks room or
+    /// earlier messages to `to` are still queued.
+    pub fn try_write(&self, to: u32, kind: u8, data: &[u8]) -> Result<bool, WriteError> {
+        self.check(to, data.len(), self.max_write())?;
+        let q = lock(&self.queues[to as usize]);
+        if !q.is_empty() {
+            return Ok(false);
+        }
+        let ring = self.ep.ring_to(to);
+        let ok = ring
+            .write_message(kind, data, &mut Outgoing::default(), self.ep.geometry().max_frame_payload(), true)
+            .map_err(|_| WriteError::Corrupt)?;
+        drop(q);
+        if ok {
+            self.ep.notify(to);
+        }
+        Ok(ok)
+    }
+
+    /// Queues the message for the sender thread; `done` runs on that thread when it is written,
+    /// or with the reason it never will be.
+    pub fn send_queued(self: &Arc<Self>, to: u32, kind: u8, data: Vec<u8>, timeout: Option<Duration>, done: Done) -> Result<(), WriteError> {
+        self.check(to, data.len(), u32::MAX as usize)?;
+        let job = Job { kind, data, out: Outgoing::default(), deadline: timeout.map(|t| Instant::now() + t), done };
+        lock(&self.queues[to as usize]).push_back(job);
+        self.start_thread();
+        ring_bell_always(self.ep.space_bell());
+        Ok(())
+    }
+
+    /// Messages still queued (all targets).
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(|q| lock(q).len()).sum()
+    }
+
+    fn start_thread(self: &Arc<Self>) {
+        let mut t = lock(&self.thread);
+        if t.is_none() && !self.closed.load(Ordering::Acquire) {
+            let me = self.clone();
+            *t = Some(std::thread::Builder::new().name("cluster-shm-send".into()).spawn(move || me.run()).expect("spawn sender thread"));
+        }
+    }
+
+    /// Fails every queued message with `Closed` and stops the sender thread. Idempotent.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        ring_bell_always(self.ep.space_bell());
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+        self.fail_all(SendError::Closed);
+    }
+
+    fn fail_all(&self, why: SendError) {
+        for q in &self.queues {
+            let jobs: Vec<Job> = lock(q).drain(..).collect();
+            for j in jobs {
+                (j.done)(Err(why.clone()));
+            }
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        let bell = self.ep.space_bell();
+        let max_frame = self.ep.geometry().max_frame_payload();
+        let mut finished: Vec<(Done, Result<(), SendError>)> = Vec::new();
+        loop {
+            let seq = bell.seq.load(Ordering::Acquire);
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let mut any = false;
+            let mut blocked = Vec::new();
+            let mut wake_at: Option<Instant> = None;
+            let now = Instant::now();
+            for to in 0..self.queues.len() as u32 {
+                let mut q = lock(&self.queues[to as usize]);
+                let ring = if q.is_empty() { continue } else { self.ep.ring_to(to) };
+                any = true;
+                let mut progressed = false;
+                while let Some(job) = q.front_mut() {
+                    if job.out.written == 0 && job.deadline.is_some_and(|d| d <= now) {
+                        let j = q.pop_front().expect("front exists");
+                        finished.push((j.done, Err(SendError::TimedOut)));
+                        continue;
+                    }
+                    let before = job.out.written;
+                    match ring.write_message(job.kind, &job.data, &mut job.out, max_frame, false) {
+                        Ok(true) => {
+                            progressed = true;
+                            let j = q.pop_front().expect("front exists");
+                            finished.push((j.done, Ok(())));
+                        }
+                        Ok(false) => {
+                            progressed |= job.out.written != before;
+                            if job.out.written == 0 {
+                                wake_at = match (wake_at, job.deadline) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
+                            }
+                            blocked.push(to);
+                            break;
+                        }
+                        Err(_) => {
+                            let j = q.pop_front().expect("front exists");
+                            finished.push((j.done, Err(SendError::Corrupt)));
+                        }
+                    }
+                }
+                drop(q);
+                if progressed {
+                    self.ep.notify(to);
+                }
+            }
+            for (done, r) in finished.drain(..) {
+                done(r);
+            }
+            if !any {
+                platform::wait(&bell.seq, seq, Duration::from_secs(1));
+                continue;
+            }
+            if blocked.is_empty() {
+                continue;
+            }
+            for &to in &blocked {
+                self.ep.ring_to(to).announce_writer_waiting();
+            }
+            if blocked.iter().any(|&to| self.ep.ring_to(to).has_room_for_frame(max_frame)) {
+                continue;
+            }
+            let mut nap = Duration::from_millis(250);
+            if let Some(at) = wake_at {
+                nap = nap.min(at.saturating_duration_since(Instant::now()));
+            }
+            platform::wait(&bell.seq, seq, nap);
+        }
+    }
+}
