@@ -1,1 +1,2 @@
+mod binding;
 pub mod core;

@@ -1,0 +1,416 @@
+//! The `#[napi]` surface: converts JS values, maps core errors to JS errors with stable `code`
+//! strings, and owns the delivery thread with its ThreadsafeFunction. The ergonomic API (payload
+//! encoding, EventEmitter, cluster integration) is in `index.js`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use crate::core::endpoint::ring_bell_always;
+use crate::core::{
+    Attach, AttachError, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared, WriteError,
+};
+
+/// A JS error with a stable `code` (see README, "Error codes").
+pub struct Coded {
+    code: &'static str,
+    message: String,
+}
+
+type CodedResult<T> = std::result::Result<T, Coded>;
+
+fn coded(code: &'static str, msg: impl ToString) -> Coded {
+    Coded {
+        code,
+        message: msg.to_string(),
+    }
+}
+
+/// Throws `Coded` errors as JS errors whose `code` is the stable code (napi-rs would otherwise put
+/// its own status name there).
+fn js<T>(env: &Env, r: CodedResult<T>) -> Result<T> {
+    r.or_else(|e| {
+        env.throw_error(&e.message, Some(e.code))?;
+        Err(Error::new(Status::PendingException, e.message))
+    })
+}
+
+fn init_error(e: InitError) -> Coded {
+    use crate::core::segment::CreateError;
+    let code = match &e {
+        InitError::Geometry(_) => "ERR_INVALID_ARG",
+        InitError::Segment(CreateError::NoSpace) => "ERR_NO_SPACE",
+        InitError::Segment(_) => "ERR_SEGMENT_CREATE",
+    };
+    coded(code, e)
+}
+
+fn attach_error(e: AttachError) -> Coded {
+    use crate::core::segment::OpenError;
+    let code = match &e {
+        AttachError::Segment(OpenError::NotFound) => "ERR_SEGMENT_NOT_FOUND",
+        AttachError::Segment(OpenError::InvalidName) => "ERR_INVALID_ARG",
+        AttachError::Segment(OpenError::PermissionDenied) => "ERR_SEGMENT_ACCESS",
+        AttachError::Segment(_) | AttachError::BadHeader(_) => "ERR_BAD_SEGMENT",
+        AttachError::IndexOutOfRange { .. } => "ERR_INDEX_OUT_OF_RANGE",
+        AttachError::IndexTaken(_) => "ERR_INDEX_TAKEN",
+        AttachError::NoFreeIndex => "ERR_NO_FREE_INDEX",
+        AttachError::Closed => "ERR_CLUSTER_CLOSED",
+    };
+    coded(code, e)
+}
+
+fn write_error(e: WriteError) -> Coded {
+    let code = match &e {
+        WriteError::TargetOutOfRange { .. } | WriteError::ToSelf => "ERR_INDEX_OUT_OF_RANGE",
+        WriteError::TooLarge { .. } => "ERR_PAYLOAD_TOO_LARGE",
+        WriteError::Closed => "ERR_CLOSED",
+        WriteError::Corrupt => "ERR_CORRUPT",
+    };
+    coded(code, e)
+}
+
+fn send_error_code(e: &SendError) -> &'static str {
+    match e {
+        SendError::Closed => "ERR_CLOSED",
+        SendError::TimedOut => "ERR_TIMEOUT",
+        SendError::Corrupt => "ERR_CORRUPT",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Weak: a subscription alone never keeps the event loop alive (invariant 7).
+type DeliverFn = ThreadsafeFunction<Batch, Unknown<'static>, Buffer, Status, false, true>;
+
+struct Delivery {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+struct Inner {
+    ep: Arc<Endpoint>,
+    outbox: Arc<Outbox>,
+    inbox: Arc<Mutex<Inbox>>,
+    delivery: Mutex<Option<Delivery>>,
+    /// Commits of the last batch handed to a polling `read`, applied at the next poll.
+    poll_commits: Mutex<Vec<(u32, u64)>>,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn new(ep: Endpoint) -> Arc<Inner> {
+        let ep = Arc::new(ep);
+        let inbox = Arc::new(Mutex::new(Inbox::new(&ep)));
+        Arc::new(Inner {
+            outbox: Outbox::new(ep.clone()),
+            inbox,
+            ep,
+            delivery: Mutex::new(None),
+            poll_commits: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn stop_delivery(&self) {
+        if let Some(d) = lock(&self.delivery).take() {
+            d.stop.store(true, Ordering::Release);
+            ring_bell_always(self.ep.data_bell());
+            let _ = d.thread.join();
+        }
+    }
+
+    /// Detaches; the primary also closes the cluster and unlinks the segment. Idempotent.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop_delivery();
+        self.outbox.close();
+        for (from, pos) in lock(&self.poll_commits).drain(..) {
+            self.ep.commit(from, pos);
+        }
+        self.ep.detach();
+        if self.ep.shared().is_creator() {
+            self.ep.shared().close_cluster();
+        }
+    }
+}
+
+/// One process's attachment to a cluster segment. Created by `createCluster` / `attachCluster`.
+#[napi]
+pub struct NativeBus {
+    inner: Arc<Inner>,
+}
+
+fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> Result<()> {
+    // At environment teardown (process exit, worker thread end) detach and stop the threads,
+    // even when JS never called close().
+    let weak = Arc::downgrade(inner);
+    env.add_env_cleanup_hook(weak, |weak| {
+        if let Some(inner) = weak.upgrade() {
+            inner.close();
+        }
+    })?;
+    Ok(())
+}
+
+/// Creates this cluster's segment (`workers` + the primary) and attaches the primary.
+#[napi]
+pub fn create_cluster(env: Env, workers: u32, ring_size: u32) -> Result<NativeBus> {
+    js(
+        &env,
+        (|| {
+            let shared = Shared::create(workers, ring_size).map_err(init_error)?;
+            let ep = Endpoint::attach(shared.clone(), Attach::Primary).map_err(|e| {
+                shared.unlink();
+                attach_error(e)
+            })?;
+            let inner = Inner::new(ep);
+            register_cleanup(&env, &inner).map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+            Ok(NativeBus { inner })
+        })(),
+    )
+}
+
+/// Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1).
+#[napi]
+pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
+    js(
+        &env,
+        (|| {
+            let shared = Shared::open(&name).map_err(attach_error)?;
+            let how = if index < 0 {
+                Attach::Any
+            } else {
+                Attach::Index(index as u32)
+            };
+            let ep = Endpoint::attach(shared, how).map_err(attach_error)?;
+            let inner = Inner::new(ep);
+            register_cleanup(&env, &inner).map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+            Ok(NativeBus { inner })
+        })(),
+    )
+}
+
+#[napi]
+impl NativeBus {
+    fn open(&self) -> CodedResult<&Inner> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(coded("ERR_CLOSED", "the bus is closed"))
+        } else {
+            Ok(&self.inner)
+        }
+    }
+
+    #[napi(getter)]
+    pub fn index(&self) -> u32 {
+        self.inner.ep.index()
+    }
+
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.ep.shared().name().to_owned()
+    }
+
+    /// Endpoints in the cluster: workers + 1 (the primary is the last index).
+    #[napi(getter)]
+    pub fn endpoints(&self) -> u32 {
+        self.inner.ep.geometry().endpoints
+    }
+
+    #[napi(getter)]
+    pub fn ring_size(&self) -> u32 {
+        self.inner.ep.geometry().ring_capacity
+    }
+
+    /// Largest payload `write` accepts (larger ones go through `sendQueued`).
+    #[napi(getter)]
+    pub fn max_write(&self) -> u32 {
+        self.inner.outbox.max_write() as u32
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Publishes a whole message now or nothing (false: ring full or earlier sends queued).
+    #[napi]
+    pub fn write(&self, env: &Env, to: u32, kind: u32, data: &[u8]) -> Result<bool> {
+        js(
+            env,
+            self.open()
+                .and_then(|inner| inner.outbox.try_write(to, kind as u8, data).map_err(write_error)),
+        )
+    }
+
+    /// Same as `write` for a string payload, without a Buffer in between.
+    #[napi]
+    pub fn write_string(&self, env: &Env, to: u32, data: String) -> Result<bool> {
+        js(
+            env,
+            self.open().and_then(|inner| {
+                inner
+                    .outbox
+                    .try_write(to, crate::core::kind::UTF8, data.as_bytes())
+                    .map_err(write_error)
+            }),
+        )
+    }
+
+    /// Queues a message for the sender thread. Resolves with null once it is in the receiver's
+    /// ring, or with an error code string (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CORRUPT`).
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn send_queued<'e>(
+        &self,
+        env: &'e Env,
+        to: u32,
+        kind: u32,
+        data: &[u8],
+        timeout_ms: Option<f64>,
+    ) -> Result<Object<'e>> {
+        js(
+            env,
+            (|| {
+                let inner = self.open()?;
+                let (deferred, promise) = env
+                    .create_deferred::<Option<&'static str>, _>()
+                    .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+                let timeout = timeout_ms
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .map(|t| Duration::from_secs_f64(t / 1000.0));
+                let done = Box::new(move |r: std::result::Result<(), SendError>| {
+                    let code = r.err().map(|e| send_error_code(&e));
+                    deferred.resolve(move |_env| Ok(code));
+                });
+                inner
+                    .outbox
+                    .send_queued(to, kind as u8, data.to_vec(), timeout, done)
+                    .map_err(write_error)?;
+                Ok(promise)
+            })(),
+        )
+    }
+
+    /// Indices held by a live attachment (this one included), primary last.
+    #[napi]
+    pub fn attached(&self) -> Vec<u32> {
+        self.inner.ep.attached()
+    }
+
+    /// Messages waiting in this process's outbox for room in a receiver's ring.
+    #[napi(getter)]
+    pub fn queued(&self) -> u32 {
+        self.inner.outbox.queued() as u32
+    }
+
+    /// Primary: frees the indices held by `pid` (called from cluster's 'exit').
+    #[napi]
+    pub fn release_pid(&self, pid: u32) -> Vec<u32> {
+        self.inner.ep.shared().release_pid(pid)
+    }
+
+    /// Polling: commits the previous batch (the caller handed all of it out) and returns the next
+    /// one (at most `max` records), or null when nothing is waiting.
+    #[napi]
+    pub fn poll(&self, env: &Env, max: u32) -> Result<Option<Buffer>> {
+        js(
+            env,
+            (|| {
+                let inner = self.open()?;
+                if lock(&inner.delivery).is_some() {
+                    return Err(coded(
+                        "ERR_SUBSCRIBED",
+                        "read() cannot be used while a subscription delivers messages",
+                    ));
+                }
+                let mut commits = lock(&inner.poll_commits);
+                for (from, pos) in commits.drain(..) {
+                    inner.ep.commit(from, pos);
+                }
+                let mut batch = Batch::default();
+                lock(&inner.inbox).drain(
+                    &inner.ep,
+                    &mut batch,
+                    Budget {
+                        max_records: max.max(1),
+                        max_bytes: Budget::BATCH.max_bytes,
+                    },
+                );
+                *commits = std::mem::take(&mut batch.commits);
+                Ok((batch.records > 0).then(|| Buffer::from(batch.bytes)))
+            })(),
+        )
+    }
+
+    /// Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
+    /// with one Buffer of records per drained batch. `spinMicros` > 0 spins that long before
+    /// sleeping (lower latency, one core busy meanwhile).
+    #[napi(ts_args_type = "callback: (batch: Buffer) => void, spinMicros: number")]
+    pub fn start(&self, env: &Env, callback: Function<Buffer, Unknown<'static>>, spin_micros: u32) -> Result<()> {
+        js(
+            env,
+            (|| {
+                let inner = self.open()?;
+                let mut slot = lock(&inner.delivery);
+                if slot.is_some() {
+                    return Ok(());
+                }
+                for (from, pos) in lock(&inner.poll_commits).drain(..) {
+                    inner.ep.commit(from, pos);
+                }
+                let tsfn: DeliverFn = callback
+                    .build_threadsafe_function::<Batch>()
+                    .callee_handled::<false>()
+                    .weak::<true>()
+                    .build_callback(|ctx| Ok(Buffer::from(ctx.value.bytes)))
+                    .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let (ep, inbox, stop2) = (inner.ep.clone(), inner.inbox.clone(), stop.clone());
+                let spin = Duration::from_micros(spin_micros as u64);
+                let thread = std::thread::Builder::new()
+                    .name("cluster-shm-deliver".into())
+                    .spawn(move || {
+                        let mut inbox = lock(&inbox);
+                        inbox.run(&ep, &stop2, spin, |mut batch| {
+                            // Batches without records (chunks of a message being reassembled) go through
+                            // the same queue, so commits stay in order behind undelivered batches.
+                            let commits = std::mem::take(&mut batch.commits);
+                            let ep2 = ep.clone();
+                            // Commit after the JS callback returned: a process killed before that leaves
+                            // the batch in the ring for the next holder of this index.
+                            tsfn.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                                for (from, pos) in commits {
+                                    ep2.commit(from, pos);
+                                }
+                                Ok(())
+                            });
+                        });
+                    })
+                    .map_err(|e| coded("ERR_INTERNAL", e))?;
+                *slot = Some(Delivery { stop, thread });
+                Ok(())
+            })(),
+        )
+    }
+
+    /// Stops the delivery thread (messages stay in the rings for `read` or a later `start`).
+    #[napi]
+    pub fn stop(&self) {
+        self.inner.stop_delivery();
+    }
+
+    /// Detaches (the primary also unlinks the segment and tells the workers). Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}

@@ -109,7 +109,11 @@ impl Shared {
             (*hdr).primary_start = me.start_time;
             (*hdr).magic.store(MAGIC, Ordering::Release);
         }
-        Ok(Arc::new(Shared { seg, geo, creator: true }))
+        Ok(Arc::new(Shared {
+            seg,
+            geo,
+            creator: true,
+        }))
     }
 
     /// Opens and validates an existing segment.
@@ -140,7 +144,11 @@ impl Shared {
         if total != geo.total_size() as u64 || seg.len() < geo.total_size() {
             return Err(AttachError::BadHeader("sizes larger than the mapping"));
         }
-        Ok(Arc::new(Shared { seg, geo, creator: false }))
+        Ok(Arc::new(Shared {
+            seg,
+            geo,
+            creator: false,
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -170,7 +178,10 @@ impl Shared {
         // inside the mapping, which lives as long as `self` (callers hold Arc<Shared>).
         unsafe {
             let hdr = (self.seg.as_ptr().add(self.geo.ring_headers_offset()) as *const RingHeader).add(i);
-            let data = self.seg.as_ptr().add(self.geo.ring_data_offset() + i * self.geo.ring_capacity as usize);
+            let data = self
+                .seg
+                .as_ptr()
+                .add(self.geo.ring_data_offset() + i * self.geo.ring_capacity as usize);
             Ring::new(hdr, data, self.geo.ring_capacity as u64)
         }
     }
@@ -181,13 +192,22 @@ impl Shared {
         let o = reg.owner.load(Ordering::Acquire);
         (owner_pid(o) != 0).then(|| {
             let known = reg.start_generation.load(Ordering::Acquire) == owner_gen(o);
-            ProcessId { pid: owner_pid(o), start_time: if known { reg.start_time.load(Ordering::Acquire) } else { 0 } }
+            ProcessId {
+                pid: owner_pid(o),
+                start_time: if known {
+                    reg.start_time.load(Ordering::Acquire)
+                } else {
+                    0
+                },
+            }
         })
     }
 
     /// Raw owner words of every slot (for change detection).
     pub fn owners(&self) -> Vec<u64> {
-        (0..self.geo.endpoints).map(|i| self.slot(i).registration.owner.load(Ordering::Acquire)).collect()
+        (0..self.geo.endpoints)
+            .map(|i| self.slot(i).registration.owner.load(Ordering::Acquire))
+            .collect()
     }
 
     /// Frees every worker index held by `pid` (the primary calls this from cluster's 'exit').
@@ -197,7 +217,13 @@ impl Shared {
         for i in 0..self.geo.endpoints {
             let reg = &self.slot(i).registration;
             let o = reg.owner.load(Ordering::Acquire);
-            if pid != 0 && owner_pid(o) == pid && reg.owner.compare_exchange(o, owner(owner_gen(o), 0), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if pid != 0
+                && owner_pid(o) == pid
+                && reg
+                    .owner
+                    .compare_exchange(o, owner(owner_gen(o), 0), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
                 freed.push(i);
             }
         }
@@ -267,13 +293,18 @@ impl Endpoint {
                 return None;
             }
             let new = owner(owner_gen(o).wrapping_add(1), me.pid);
-            reg.owner.compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+            reg.owner
+                .compare_exchange(o, new, Ordering::AcqRel, Ordering::Relaxed)
+                .ok()?;
             reg.start_time.store(me.start_time, Ordering::Release);
             reg.start_generation.store(owner_gen(new), Ordering::Release);
             Some(new)
         };
         let (index, owner) = match how {
-            Attach::Primary => (geo.primary(), try_take(geo.primary(), true).ok_or(AttachError::IndexTaken(geo.primary()))?),
+            Attach::Primary => (
+                geo.primary(),
+                try_take(geo.primary(), true).ok_or(AttachError::IndexTaken(geo.primary()))?,
+            ),
             Attach::Index(i) if i >= workers => return Err(AttachError::IndexOutOfRange { index: i, workers }),
             Attach::Index(i) => (i, try_take(i, true).ok_or(AttachError::IndexTaken(i))?),
             Attach::Any => (0..workers)
@@ -303,14 +334,25 @@ impl Endpoint {
     /// Gives the index back. Idempotent; a no-op when somebody else took the index meanwhile.
     pub fn detach(&self) {
         let reg = &self.shared.slot(self.index).registration;
-        if reg.owner.compare_exchange(self.owner, owner(owner_gen(self.owner), 0), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if reg
+            .owner
+            .compare_exchange(
+                self.owner,
+                owner(owner_gen(self.owner), 0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
             self.shared.registry_changed();
         }
     }
 
     /// Indices currently held by a process (this one included), primary last.
     pub fn attached(&self) -> Vec<u32> {
-        (0..self.geometry().endpoints).filter(|&i| self.shared.holder(i).is_some()).collect()
+        (0..self.geometry().endpoints)
+            .filter(|&i| self.shared.holder(i).is_some())
+            .collect()
     }
 
     pub fn ring_to(&self, to: u32) -> Ring {
@@ -364,9 +406,18 @@ mod tests {
         let b = Endpoint::attach(s.clone(), Attach::Any).unwrap();
         assert_eq!((a.index(), b.index()), (0, 1));
         // this process is alive, so its indices are not reclaimed
-        assert!(matches!(Endpoint::attach(s.clone(), Attach::Any), Err(AttachError::NoFreeIndex)));
-        assert!(matches!(Endpoint::attach(s.clone(), Attach::Index(1)), Err(AttachError::IndexTaken(1))));
-        assert!(matches!(Endpoint::attach(s.clone(), Attach::Index(2)), Err(AttachError::IndexOutOfRange { .. })));
+        assert!(matches!(
+            Endpoint::attach(s.clone(), Attach::Any),
+            Err(AttachError::NoFreeIndex)
+        ));
+        assert!(matches!(
+            Endpoint::attach(s.clone(), Attach::Index(1)),
+            Err(AttachError::IndexTaken(1))
+        ));
+        assert!(matches!(
+            Endpoint::attach(s.clone(), Attach::Index(2)),
+            Err(AttachError::IndexOutOfRange { .. })
+        ));
         assert_eq!(p.attached(), vec![0, 1, 2]);
         b.detach();
         assert_eq!(p.attached(), vec![0, 2]);
@@ -382,7 +433,10 @@ mod tests {
     fn a_dead_holder_is_reclaimed() {
         let s = Shared::create(1, 4096).unwrap();
         // a PID that cannot exist holds index 0
-        s.slot(0).registration.owner.store(owner(5, 0x7fff_fff0), Ordering::Release);
+        s.slot(0)
+            .registration
+            .owner
+            .store(owner(5, 0x7fff_fff0), Ordering::Release);
         let w = Endpoint::attach(s.clone(), Attach::Any).unwrap();
         assert_eq!(w.index(), 0);
         assert!(w.holds_index());

@@ -100,8 +100,14 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub const BATCH: Budget = Budget { max_records: 16 * 1024, max_bytes: 4 << 20 };
-    pub const ONE: Budget = Budget { max_records: 1, max_bytes: usize::MAX };
+    pub const BATCH: Budget = Budget {
+        max_records: 16 * 1024,
+        max_bytes: 4 << 20,
+    };
+    pub const ONE: Budget = Budget {
+        max_records: 1,
+        max_bytes: usize::MAX,
+    };
 }
 
 pub struct Inbox {
@@ -118,7 +124,11 @@ impl Inbox {
         let e = ep.geometry().endpoints;
         let senders = (0..e)
             .map(|from| SenderState {
-                cursor: if from == ep.index() { 0 } else { ep.ring_from(from).head() },
+                cursor: if from == ep.index() {
+                    0
+                } else {
+                    ep.ring_from(from).head()
+                },
                 assembling: None,
                 lost_seq: None,
             })
@@ -135,7 +145,8 @@ impl Inbox {
     /// True when something is waiting beyond the cursors, or the registry changed.
     pub fn has_work(&self, ep: &Endpoint) -> bool {
         ep.shared().header().registry_epoch.load(Ordering::Acquire) != self.epoch
-            || (0..ep.geometry().endpoints).any(|from| from != ep.index() && ep.ring_from(from).has_data_after(self.senders[from as usize].cursor))
+            || (0..ep.geometry().endpoints)
+                .any(|from| from != ep.index() && ep.ring_from(from).has_data_after(self.senders[from as usize].cursor))
     }
 
     /// Appends registry events and available messages to `batch`, within `budget`.
@@ -197,11 +208,19 @@ impl Inbox {
                     let mut buf = Vec::new();
                     buf.reserve((h.msg_len as usize).min(64 << 20));
                     ring.copy_payload(&frame, &mut buf);
-                    st.assembling = Some(Assembly { kind: h.kind, seq: h.seq, msg_len: h.msg_len, buf });
+                    st.assembling = Some(Assembly {
+                        kind: h.kind,
+                        seq: h.seq,
+                        msg_len: h.msg_len,
+                        buf,
+                    });
                 }
                 continue;
             }
-            let continues = st.assembling.as_ref().is_some_and(|a| a.seq == h.seq && a.kind == h.kind && a.msg_len == h.msg_len);
+            let continues = st
+                .assembling
+                .as_ref()
+                .is_some_and(|a| a.seq == h.seq && a.kind == h.kind && a.msg_len == h.msg_len);
             if !continues {
                 // A chunk of a message whose beginning this reader never saw.
                 if st.assembling.take().is_some() || st.lost_seq != Some(h.seq) {

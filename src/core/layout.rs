@@ -193,7 +193,12 @@ pub enum GeometryError {
 impl std::fmt::Display for GeometryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::EndpointCount(n) => write!(f, "workers must be 1..={}, got {}", MAX_ENDPOINTS - 1, n.saturating_sub(1)),
+            Self::EndpointCount(n) => write!(
+                f,
+                "workers must be 1..={}, got {}",
+                MAX_ENDPOINTS - 1,
+                n.saturating_sub(1)
+            ),
             Self::RingCapacity(n) => write!(f, "ringSize must be a power of two in {MIN_RING}..={MAX_RING}, got {n}"),
             Self::TooLarge => write!(f, "segment would be too large for this geometry"),
         }
@@ -202,7 +207,10 @@ impl std::fmt::Display for GeometryError {
 
 impl Geometry {
     pub fn new(endpoints: u32, ring_capacity: u32) -> Result<Self, GeometryError> {
-        let g = Geometry { endpoints, ring_capacity };
+        let g = Geometry {
+            endpoints,
+            ring_capacity,
+        };
         g.validate()?;
         Ok(g)
     }
@@ -290,7 +298,14 @@ mod tests {
 
     #[test]
     fn frame_header_round_trips() {
-        let h = FrameHeader { len: 7, kind: kind::UTF8, flags: flags::FIRST | flags::LAST, _reserved: 0, msg_len: 7, seq: 42 };
+        let h = FrameHeader {
+            len: 7,
+            kind: kind::UTF8,
+            flags: flags::FIRST | flags::LAST,
+            _reserved: 0,
+            msg_len: 7,
+            seq: 42,
+        };
         assert_eq!(FrameHeader::from_bytes(&h.to_bytes()), h);
         assert_eq!(frame_size(0), 16);
         assert_eq!(frame_size(1), 32);

@@ -45,7 +45,10 @@ pub enum SendError {
 impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TargetOutOfRange { to, endpoints } => write!(f, "target {to} is not an endpoint of this cluster ({endpoints} endpoints)"),
+            Self::TargetOutOfRange { to, endpoints } => write!(
+                f,
+                "target {to} is not an endpoint of this cluster ({endpoints} endpoints)"
+            ),
             Self::ToSelf => f.write_str("cannot write to this endpoint itself"),
             Self::TooLarge { len, max } => write!(f, "payload of {len} bytes is larger than {max} bytes"),
             Self::Closed => f.write_str("the bus is closed"),
@@ -89,8 +92,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Outbox {
     pub fn new(ep: Arc<Endpoint>) -> Arc<Outbox> {
-        let queues = (0..ep.geometry().endpoints).map(|_| Mutex::new(VecDeque::new())).collect();
-        Arc::new(Outbox { ep, queues, closed: AtomicBool::new(false), thread: Mutex::new(None) })
+        let queues = (0..ep.geometry().endpoints)
+            .map(|_| Mutex::new(VecDeque::new()))
+            .collect();
+        Arc::new(Outbox {
+            ep,
+            queues,
+            closed: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        })
     }
 
     pub fn endpoint(&self) -> &Arc<Endpoint> {
@@ -131,7 +141,13 @@ impl Outbox {
         }
         let ring = self.ep.ring_to(to);
         let ok = ring
-            .write_message(kind, data, &mut Outgoing::default(), self.ep.geometry().max_frame_payload(), true)
+            .write_message(
+                kind,
+                data,
+                &mut Outgoing::default(),
+                self.ep.geometry().max_frame_payload(),
+                true,
+            )
             .map_err(|_| WriteError::Corrupt)?;
         drop(q);
         if ok {
@@ -142,9 +158,22 @@ impl Outbox {
 
     /// Queues the message for the sender thread; `done` runs on that thread when it is written,
     /// or with the reason it never will be.
-    pub fn send_queued(self: &Arc<Self>, to: u32, kind: u8, data: Vec<u8>, timeout: Option<Duration>, done: Done) -> Result<(), WriteError> {
+    pub fn send_queued(
+        self: &Arc<Self>,
+        to: u32,
+        kind: u8,
+        data: Vec<u8>,
+        timeout: Option<Duration>,
+        done: Done,
+    ) -> Result<(), WriteError> {
         self.check(to, data.len(), u32::MAX as usize)?;
-        let job = Job { kind, data, out: Outgoing::default(), deadline: timeout.map(|t| Instant::now() + t), done };
+        let job = Job {
+            kind,
+            data,
+            out: Outgoing::default(),
+            deadline: timeout.map(|t| Instant::now() + t),
+            done,
+        };
         lock(&self.queues[to as usize]).push_back(job);
         self.start_thread();
         ring_bell_always(self.ep.space_bell());
@@ -160,7 +189,12 @@ impl Outbox {
         let mut t = lock(&self.thread);
         if t.is_none() && !self.closed.load(Ordering::Acquire) {
             let me = self.clone();
-            *t = Some(std::thread::Builder::new().name("cluster-shm-send".into()).spawn(move || me.run()).expect("spawn sender thread"));
+            *t = Some(
+                std::thread::Builder::new()
+                    .name("cluster-shm-send".into())
+                    .spawn(move || me.run())
+                    .expect("spawn sender thread"),
+            );
         }
     }
 
@@ -251,7 +285,10 @@ impl Outbox {
             for &to in &blocked {
                 self.ep.ring_to(to).announce_writer_waiting();
             }
-            if blocked.iter().any(|&to| self.ep.ring_to(to).has_room_for_frame(max_frame)) {
+            if blocked
+                .iter()
+                .any(|&to| self.ep.ring_to(to).has_room_for_frame(max_frame))
+            {
                 continue;
             }
             let mut nap = Duration::from_millis(250);

@@ -53,7 +53,15 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
 pub fn wake(word: &AtomicU32) {
     // SAFETY: as in `wait`; FUTEX_WAKE does not access the memory, it only uses its address.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 
@@ -90,7 +98,10 @@ pub struct ProcessId {
 impl ProcessId {
     pub fn current() -> Self {
         let pid = std::process::id();
-        ProcessId { pid, start_time: start_time(pid).unwrap_or(0) }
+        ProcessId {
+            pid,
+            start_time: start_time(pid).unwrap_or(0),
+        }
     }
 
     /// True while the process exists and is the same one (same start time when both are known).
@@ -183,7 +194,11 @@ mod tests {
         let me = ProcessId::current();
         assert!(me.is_alive());
         if me.start_time != 0 {
-            assert!(!ProcessId { start_time: me.start_time + 1, ..me }.is_alive());
+            assert!(!ProcessId {
+                start_time: me.start_time + 1,
+                ..me
+            }
+            .is_alive());
         }
         assert!(!ProcessId { pid: 0, start_time: 0 }.is_alive());
     }

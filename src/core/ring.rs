@@ -88,7 +88,11 @@ impl Ring {
     /// Bytes published and not yet consumed (for stats; unvalidated values are clamped).
     pub fn used(&self) -> u64 {
         let h = self.hdr();
-        h.writer.tail.load(Ordering::Acquire).wrapping_sub(h.reader.head.load(Ordering::Acquire)).min(self.cap)
+        h.writer
+            .tail
+            .load(Ordering::Acquire)
+            .wrapping_sub(h.reader.head.load(Ordering::Acquire))
+            .min(self.cap)
     }
 
     // ---- writer side -------------------------------------------------------------------------
@@ -118,7 +122,14 @@ impl Ring {
     /// Writes as much of the message as fits now, frame by frame (each at most `max_frame`
     /// payload bytes). With `all_or_nothing`, writes either every remaining frame or none.
     /// Returns true once the whole message is published.
-    pub fn write_message(&self, kind_: u8, payload: &[u8], out: &mut Outgoing, max_frame: usize, all_or_nothing: bool) -> Result<bool, RingError> {
+    pub fn write_message(
+        &self,
+        kind_: u8,
+        payload: &[u8],
+        out: &mut Outgoing,
+        max_frame: usize,
+        all_or_nothing: bool,
+    ) -> Result<bool, RingError> {
         debug_assert!(max_frame > 0 && frame_size(max_frame) <= self.cap);
         let msg_len = u32::try_from(payload.len()).map_err(|_| RingError::Corrupt("message longer than u32"))?;
         let (mut tail, head) = self.writer_cursors()?;
@@ -126,7 +137,8 @@ impl Ring {
         if all_or_nothing {
             let full = remaining / max_frame;
             let rest = remaining % max_frame;
-            let sizes = std::iter::repeat_n(frame_size(max_frame), full).chain((rest > 0 || remaining == 0).then(|| frame_size(rest)));
+            let sizes = std::iter::repeat_n(frame_size(max_frame), full)
+                .chain((rest > 0 || remaining == 0).then(|| frame_size(rest)));
             if self.plan(tail, sizes) - head > self.cap {
                 return Ok(false);
             }
@@ -146,7 +158,13 @@ impl Ring {
             }
             let room = self.cap - tail % self.cap;
             if room < size {
-                self.put_header(tail, FrameHeader { kind: kind::WRAP, ..Default::default() });
+                self.put_header(
+                    tail,
+                    FrameHeader {
+                        kind: kind::WRAP,
+                        ..Default::default()
+                    },
+                );
                 tail += room;
             }
             let mut fl = 0;
@@ -156,7 +174,17 @@ impl Ring {
             if out.written + len == payload.len() {
                 fl |= flags::LAST;
             }
-            self.put_header(tail, FrameHeader { len: len as u32, kind: kind_, flags: fl, _reserved: 0, msg_len, seq: out.seq });
+            self.put_header(
+                tail,
+                FrameHeader {
+                    len: len as u32,
+                    kind: kind_,
+                    flags: fl,
+                    _reserved: 0,
+                    msg_len,
+                    seq: out.seq,
+                },
+            );
             let off = (tail % self.cap) as usize + FRAME_HEADER;
             // SAFETY: `plan` placed the frame inside [0, cap) without straddling the end, and the
             // bytes in [tail, head + cap) belong to the writer until it publishes them.
@@ -193,14 +221,19 @@ impl Ring {
 
     /// Whether a message of `len` bytes could be written whole now.
     pub fn has_room_for(&self, len: usize, max_frame: usize) -> bool {
-        let Ok((tail, head)) = self.writer_cursors() else { return true }; // let the write report it
-        let sizes = std::iter::repeat_n(frame_size(max_frame), len / max_frame).chain(std::iter::once(frame_size(len % max_frame)));
+        let Ok((tail, head)) = self.writer_cursors() else {
+            return true;
+        }; // let the write report it
+        let sizes = std::iter::repeat_n(frame_size(max_frame), len / max_frame)
+            .chain(std::iter::once(frame_size(len % max_frame)));
         self.plan(tail, sizes) - head <= self.cap
     }
 
     /// Whether at least one more frame (of up to `max_frame` bytes) fits now.
     pub fn has_room_for_frame(&self, max_frame: usize) -> bool {
-        let Ok((tail, head)) = self.writer_cursors() else { return true };
+        let Ok((tail, head)) = self.writer_cursors() else {
+            return true;
+        };
         self.plan(tail, std::iter::once(frame_size(max_frame))) - head <= self.cap
     }
 
@@ -247,11 +280,17 @@ impl Ring {
                 && size <= tail - cursor
                 && header.len <= header.msg_len.max(header.len)
                 && header.flags & !(flags::FIRST | flags::LAST) == 0
-                && (header.flags & flags::LAST == 0 || header.flags & flags::FIRST == 0 || header.len == header.msg_len);
+                && (header.flags & flags::LAST == 0
+                    || header.flags & flags::FIRST == 0
+                    || header.len == header.msg_len);
             if !valid {
                 return Err(RingError::Corrupt("invalid frame header"));
             }
-            return Ok(Some(FrameRef { header, payload_pos: cursor + FRAME_HEADER as u64, next: cursor + size }));
+            return Ok(Some(FrameRef {
+                header,
+                payload_pos: cursor + FRAME_HEADER as u64,
+                next: cursor + size,
+            }));
         }
         Err(RingError::Corrupt("two wrap markers in a row"))
     }
@@ -308,7 +347,11 @@ pub(crate) mod tests {
         let mut data = vec![0u64; cap / 8];
         // SAFETY: both allocations live as long as HeapRing, which owns them with the Ring.
         let ring = unsafe { Ring::new(&*hdr, data.as_mut_ptr() as *mut u8, cap as u64) };
-        HeapRing { _hdr: hdr, _data: data, ring }
+        HeapRing {
+            _hdr: hdr,
+            _data: data,
+            ring,
+        }
     }
 
     fn read_all(r: &Ring, cursor: &mut u64) -> Vec<(FrameHeader, Vec<u8>)> {
@@ -329,7 +372,9 @@ pub(crate) mod tests {
         let mut cursor = 0;
         for i in 0..200u32 {
             let payload = vec![i as u8; (i as usize * 7) % 200];
-            assert!(r.write_message(kind::BYTES, &payload, &mut Outgoing::default(), 240, true).unwrap());
+            assert!(r
+                .write_message(kind::BYTES, &payload, &mut Outgoing::default(), 240, true)
+                .unwrap());
             let got = read_all(&r, &mut cursor);
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].1, payload);
@@ -346,7 +391,10 @@ pub(crate) mod tests {
         let h = heap_ring(1024);
         let r = h.ring;
         let mut n = 0;
-        while r.write_message(kind::BYTES, &[1; 100], &mut Outgoing::default(), 240, true).unwrap() {
+        while r
+            .write_message(kind::BYTES, &[1; 100], &mut Outgoing::default(), 240, true)
+            .unwrap()
+        {
             n += 1;
         }
         assert_eq!(n, 1024 / 128);
@@ -391,7 +439,10 @@ pub(crate) mod tests {
     #[test]
     fn empty_message_is_a_frame() {
         let h = heap_ring(1024);
-        assert!(h.ring.write_message(kind::UTF8, &[], &mut Outgoing::default(), 240, true).unwrap());
+        assert!(h
+            .ring
+            .write_message(kind::UTF8, &[], &mut Outgoing::default(), 240, true)
+            .unwrap());
         let mut c = 0;
         let got = read_all(&h.ring, &mut c);
         assert_eq!(got.len(), 1);
@@ -402,9 +453,17 @@ pub(crate) mod tests {
     fn corrupt_state_is_reported_not_followed() {
         let h = heap_ring(1024);
         let r = h.ring;
-        r.write_message(kind::BYTES, &[7; 10], &mut Outgoing::default(), 240, true).unwrap();
+        r.write_message(kind::BYTES, &[7; 10], &mut Outgoing::default(), 240, true)
+            .unwrap();
         // a header claiming a payload longer than what was published
-        let mut bad = FrameHeader { len: 5000, kind: kind::BYTES, flags: 3, _reserved: 0, msg_len: 5000, seq: 0 };
+        let mut bad = FrameHeader {
+            len: 5000,
+            kind: kind::BYTES,
+            flags: 3,
+            _reserved: 0,
+            msg_len: 5000,
+            seq: 0,
+        };
         r.put_header(0, bad);
         assert!(r.next_frame(0).is_err());
         bad.len = 10;
@@ -415,7 +474,9 @@ pub(crate) mod tests {
         // a tail that runs more than a capacity ahead
         r.hdr().writer.tail.store(4096, Ordering::Relaxed);
         assert!(r.next_frame(0).is_err());
-        assert!(r.write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true).is_err());
+        assert!(r
+            .write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true)
+            .is_err());
         assert_eq!(r.reset(), 4096);
         assert_eq!(r.next_frame(4096).unwrap(), None);
     }
@@ -428,7 +489,10 @@ pub(crate) mod tests {
         let writer = std::thread::spawn(move || {
             for i in 0..N {
                 let p = i.to_le_bytes().repeat((i % 13) as usize + 1);
-                while !r.write_message(kind::BYTES, &p, &mut Outgoing::default(), 1000, true).unwrap() {
+                while !r
+                    .write_message(kind::BYTES, &p, &mut Outgoing::default(), 1000, true)
+                    .unwrap()
+                {
                     std::hint::spin_loop();
                 }
             }

@@ -64,7 +64,11 @@ impl std::fmt::Display for OpenError {
 
 /// A fresh, unguessable name for a segment created by this process.
 pub fn new_name() -> String {
-    format!("/{NAME_PREFIX}{:x}_{:016x}", std::process::id(), super::platform::random_u64())
+    format!(
+        "/{NAME_PREFIX}{:x}_{:016x}",
+        std::process::id(),
+        super::platform::random_u64()
+    )
 }
 
 fn c_name(name: &str) -> Option<CString> {
@@ -102,7 +106,13 @@ impl Segment {
     pub fn create(name: &str, len: usize) -> Result<Segment, CreateError> {
         let c = c_name(name).ok_or(CreateError::InvalidName)?;
         // SAFETY: `c` is a valid NUL-terminated string; flags and mode are plain integers.
-        let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600 as libc::mode_t) };
+        let fd = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600 as libc::mode_t,
+            )
+        };
         if fd < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
@@ -122,7 +132,11 @@ impl Segment {
         // SAFETY: fd is a valid descriptor we own.
         if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
             let e = io::Error::last_os_error();
-            return fail(if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EFBIG)) { CreateError::NoSpace } else { CreateError::Os(e) });
+            return fail(if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EFBIG)) {
+                CreateError::NoSpace
+            } else {
+                CreateError::Os(e)
+            });
         }
         #[cfg(target_os = "linux")]
         {
@@ -133,7 +147,11 @@ impl Segment {
             }
         }
         match map(fd, len) {
-            Ok(ptr) => Ok(Segment { ptr, len, name: name.to_owned() }),
+            Ok(ptr) => Ok(Segment {
+                ptr,
+                len,
+                name: name.to_owned(),
+            }),
             Err(e) => fail(CreateError::Os(e)),
         }
     }
@@ -176,7 +194,11 @@ impl Segment {
             return Err(OpenError::TooSmall);
         }
         match map(fd, len) {
-            Ok(ptr) => Ok(Segment { ptr, len, name: name.to_owned() }),
+            Ok(ptr) => Ok(Segment {
+                ptr,
+                len,
+                name: name.to_owned(),
+            }),
             Err(e) => Err(OpenError::Os(e)),
         }
     }
@@ -186,7 +208,16 @@ impl Segment {
 #[cfg(unix)]
 fn map(fd: libc::c_int, len: usize) -> io::Result<*mut u8> {
     // SAFETY: a fresh shared mapping of an fd we own; the kernel picks the address.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
     let e = io::Error::last_os_error();
     // SAFETY: fd is open and ours; the mapping (if any) stays valid after close.
     unsafe { libc::close(fd) };
@@ -237,18 +268,28 @@ pub fn unlink(name: &str) {
 #[cfg(target_os = "linux")]
 pub fn remove_stale() -> usize {
     use super::layout::SegmentHeader;
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in dir.flatten() {
         let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|s| s.strip_prefix(NAME_PREFIX)) else { continue };
-        let Some(pid) = rest.split('_').next().and_then(|p| u32::from_str_radix(p, 16).ok()) else { continue };
+        let Some(rest) = file.to_str().and_then(|s| s.strip_prefix(NAME_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('_').next().and_then(|p| u32::from_str_radix(p, 16).ok()) else {
+            continue;
+        };
         let name = format!("/{}", file.to_string_lossy());
         let alive = match Segment::open(&name) {
             Ok(seg) if seg.len() >= std::mem::size_of::<SegmentHeader>() => {
                 // SAFETY: the mapping is at least one header long and page aligned; the header
                 // fields read are plain integers (any bit pattern is valid).
-                let start = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*(seg.as_ptr() as *const SegmentHeader)).primary_start)) };
+                let start = unsafe {
+                    std::ptr::read_volatile(std::ptr::addr_of!(
+                        (*(seg.as_ptr() as *const SegmentHeader)).primary_start
+                    ))
+                };
                 ProcessId { pid, start_time: start }.is_alive()
             }
             Ok(_) => ProcessId { pid, start_time: 0 }.is_alive(),
@@ -299,14 +340,21 @@ mod tests {
     fn bad_names_are_refused() {
         assert!(matches!(Segment::open("nope"), Err(OpenError::InvalidName)));
         assert!(matches!(Segment::open("/a/b"), Err(OpenError::InvalidName)));
-        assert!(matches!(Segment::create(&format!("/{}", "x".repeat(40)), 4096), Err(CreateError::InvalidName)));
+        assert!(matches!(
+            Segment::create(&format!("/{}", "x".repeat(40)), 4096),
+            Err(CreateError::InvalidName)
+        ));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn stale_segment_of_a_dead_pid_is_removed() {
         // A PID above pid_max never exists.
-        let name = format!("/{NAME_PREFIX}{:x}_{:016x}", 0x7fff_fff0u32, crate::core::platform::random_u64());
+        let name = format!(
+            "/{NAME_PREFIX}{:x}_{:016x}",
+            0x7fff_fff0u32,
+            crate::core::platform::random_u64()
+        );
         let seg = Segment::create(&name, 8192).unwrap();
         drop(seg);
         remove_stale();
