@@ -1,0 +1,34 @@
+// Compiled by __test__/types.spec.js with `tsc --noEmit --strict`: valid uses must type-check,
+// and every `@ts-expect-error` line must really be an error.
+import { masterInit, workerInit, PRIMARY, ClusterShmError, Bus, Message, ErrorCode } from '../..'
+
+const primary: Bus = masterInit({ workers: 2, ringSize: 1 << 16, spinMicros: 0 })
+const worker: Bus = workerInit({ name: primary.name, index: 0 })
+const ok: boolean = worker.write(PRIMARY, Buffer.from('x'))
+const sent: Promise<void> = worker.send(1, { any: 'value' }, { timeout: 100 })
+const count: Promise<number> = worker.broadcast('hello')
+const msg: Message | null = primary.read()
+const sub = primary.subscribe((m: Message) => void m.from)
+sub.unsubscribe()
+primary.on('attach', (i: number) => void i)
+primary.on('lost', (e) => void e.reason)
+const peers: number[] = primary.peers()
+const n: number = primary.workers + primary.maxWrite + primary.ringSize + primary.queued + primary.index
+const code: ErrorCode = new ClusterShmError('ERR_CLOSED', 'x').code
+void [ok, sent, count, msg, peers, n, code]
+worker.close()
+primary.close()
+
+// @ts-expect-error workers must be a number
+masterInit({ workers: '4' })
+// @ts-expect-error unknown option
+workerInit({ indx: 1 })
+// @ts-expect-error subscribe takes a callback
+primary.subscribe('topic')
+// @ts-expect-error the index is read-only
+primary.index = 3
+// @ts-expect-error not an error code
+const bad: ErrorCode = 'ERR_NOPE'
+// @ts-expect-error Bus is made by masterInit/workerInit, not new
+new Bus()
+void bad

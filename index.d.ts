@@ -1,0 +1,130 @@
+// Types of the public API (index.js). __test__/types.spec.js checks them against the runtime.
+import { EventEmitter } from 'node:events'
+
+/** Address of the primary process. */
+export declare const PRIMARY: -1
+/** Environment variable through which forked workers find their cluster's segment. */
+export declare const SEGMENT_ENV: 'CLUSTER_SHM_SEGMENT'
+
+/** Stable error codes (see README, "Error codes"). */
+export type ErrorCode =
+  | 'ERR_INVALID_ARG'
+  | 'ERR_INDEX_OUT_OF_RANGE'
+  | 'ERR_INDEX_TAKEN'
+  | 'ERR_NO_FREE_INDEX'
+  | 'ERR_NO_SEGMENT'
+  | 'ERR_SEGMENT_NOT_FOUND'
+  | 'ERR_SEGMENT_ACCESS'
+  | 'ERR_BAD_SEGMENT'
+  | 'ERR_SEGMENT_CREATE'
+  | 'ERR_NO_SPACE'
+  | 'ERR_CLUSTER_CLOSED'
+  | 'ERR_CLOSED'
+  | 'ERR_PAYLOAD_TOO_LARGE'
+  | 'ERR_UNSERIALIZABLE'
+  | 'ERR_SUBSCRIBED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_CORRUPT'
+  | 'ERR_INTERNAL'
+
+export declare class ClusterShmError extends Error {
+  constructor(code: ErrorCode, message: string)
+  readonly code: ErrorCode
+}
+
+/** A worker index (0..workers-1) or PRIMARY. */
+export type Address = number
+
+/**
+ * What can be sent: bytes (delivered as Buffer), a string (delivered as string), or any value
+ * that `v8.serialize` handles (delivered as that value).
+ */
+export type Payload = unknown
+
+export interface Message<T = any> {
+  /** Address of the sender. */
+  from: Address
+  data: T
+}
+
+export interface LostEvent {
+  from: Address
+  /** 'incomplete': a sender died mid-message, or this index's previous holder died while reassembling one. 'corrupt': the ring was reset. */
+  reason: 'incomplete' | 'corrupt'
+  count?: number
+  bytes?: number
+}
+
+export interface Subscription {
+  unsubscribe(): void
+}
+
+export interface SendOptions {
+  /** Milliseconds to wait for room in the receiver's ring before rejecting with ERR_TIMEOUT. */
+  timeout?: number
+}
+
+export interface MasterOptions {
+  /** Worker indices 0..workers-1 (default: os.availableParallelism()), 1..256. */
+  workers?: number
+  /** Bytes per ring (one ring per ordered pair of processes), a power of two >= 4096. Default: up to 1 MiB, keeping the segment near 64 MiB. */
+  ringSize?: number
+  /** Microseconds the delivery thread spins before sleeping (latency vs one busy core). Default 0. */
+  spinMicros?: number
+}
+
+export interface WorkerOptions {
+  /** Take this worker index (it must be free or held by a dead process); default: the lowest free one. */
+  index?: number
+  /** Segment name (default: process.env.CLUSTER_SHM_SEGMENT, set by masterInit for forked workers). */
+  name?: string
+  /** See MasterOptions.spinMicros. */
+  spinMicros?: number
+}
+
+export declare class Bus extends EventEmitter {
+  private constructor()
+  /** This process's address: a worker index, or PRIMARY. */
+  readonly index: Address
+  /** Number of worker indices. */
+  readonly workers: number
+  /** Name of the shared-memory segment. */
+  readonly name: string
+  readonly ringSize: number
+  /** Largest payload (bytes) that write() takes; send() takes up to 4 GiB - 1. */
+  readonly maxWrite: number
+  readonly closed: boolean
+  /** Messages of this process waiting for room in a receiver's ring. */
+  readonly queued: number
+
+  /** Writes one whole message now, or nothing (false: the receiver's ring is full, or send()s to it are queued). */
+  write(to: Address, data: Payload): boolean
+  /** Sends one message of any size; resolves once it is in the receiver's ring. */
+  send(to: Address, data: Payload, options?: SendOptions): Promise<void>
+  /** Sends to every other attached process; resolves with the number of receivers. */
+  broadcast(data: Payload, options?: SendOptions): Promise<number>
+  /** Pulls the next message, or null. Throws ERR_SUBSCRIBED while a subscription is active. */
+  read(): Message | null
+  /** Calls `callback` for every message (delivered by a background thread; no polling). */
+  subscribe(callback: (message: Message) => void): Subscription
+  /** Addresses of the other attached processes. */
+  peers(): Address[]
+  /** Detaches (the primary also removes the segment and tells the workers). Idempotent. */
+  close(): void
+
+  on(event: 'message', listener: (message: Message) => void): this
+  on(event: 'attach' | 'detach', listener: (index: Address) => void): this
+  on(event: 'lost', listener: (event: LostEvent) => void): this
+  on(event: 'shutdown' | 'close', listener: () => void): this
+  once(event: 'message', listener: (message: Message) => void): this
+  once(event: 'attach' | 'detach', listener: (index: Address) => void): this
+  once(event: 'lost', listener: (event: LostEvent) => void): this
+  once(event: 'shutdown' | 'close', listener: () => void): this
+  off(event: 'message', listener: (message: Message) => void): this
+  off(event: string, listener: (...args: any[]) => void): this
+}
+
+/** Creates this cluster's segment; call in the primary before forking workers. */
+export declare function masterInit(options?: MasterOptions): Bus
+/** Attaches this process (a cluster worker, or any process given `name`) to the segment. */
+export declare function workerInit(options?: WorkerOptions): Bus
