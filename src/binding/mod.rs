@@ -12,6 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::core::endpoint::ring_bell_always;
+use crate::core::kind;
 use crate::core::{
     Attach, AttachError, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared, WriteError,
 };
@@ -100,7 +101,7 @@ struct Inner {
     outbox: Arc<Outbox>,
     inbox: Arc<Mutex<Inbox>>,
     delivery: Mutex<Option<Delivery>>,
-    /// Commits of the last batch handed to a polling `read`, applied at the next poll.
+    /// Commits of the record last handed to a polling `read`, applied at the next poll.
     poll_commits: Mutex<Vec<(u32, u64)>>,
     closed: AtomicBool,
 }
@@ -108,15 +109,89 @@ struct Inner {
 impl Inner {
     fn new(ep: Endpoint) -> Arc<Inner> {
         let ep = Arc::new(ep);
-        let inbox = Arc::new(Mutex::new(Inbox::new(&ep)));
         Arc::new(Inner {
             outbox: Outbox::new(ep.clone()),
-            inbox,
+            inbox: Arc::new(Mutex::new(Inbox::new(&ep))),
             ep,
             delivery: Mutex::new(None),
             poll_commits: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         })
+    }
+
+    fn open(&self) -> CodedResult<&Inner> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(coded("ERR_CLOSED", "the bus is closed"))
+        } else {
+            Ok(self)
+        }
+    }
+
+    fn commit_polled(&self) {
+        for (from, pos) in lock(&self.poll_commits).drain(..) {
+            self.ep.commit(from, pos);
+        }
+    }
+
+    fn poll(&self, max: u32) -> CodedResult<Option<Buffer>> {
+        self.open()?;
+        if lock(&self.delivery).is_some() {
+            return Err(coded(
+                "ERR_SUBSCRIBED",
+                "read() cannot be used while a subscription delivers messages",
+            ));
+        }
+        self.commit_polled();
+        let mut batch = Batch::default();
+        let budget = Budget {
+            max_records: max.max(1),
+            max_bytes: Budget::BATCH.max_bytes,
+        };
+        lock(&self.inbox).drain(&self.ep, &mut batch, budget);
+        *lock(&self.poll_commits) = std::mem::take(&mut batch.commits);
+        Ok((batch.records > 0).then(|| Buffer::from(batch.bytes)))
+    }
+
+    fn start(self: &Arc<Self>, callback: Function<Buffer, Unknown<'static>>, spin: Duration) -> CodedResult<()> {
+        self.open()?;
+        let mut slot = lock(&self.delivery);
+        if slot.is_some() {
+            return Ok(());
+        }
+        self.commit_polled();
+        let tsfn: DeliverFn = callback
+            .build_threadsafe_function::<Batch>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(Buffer::from(ctx.value.bytes)))
+            .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (this, stop2) = (self.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("cluster-shm-deliver".into())
+            .spawn(move || {
+                let mut inbox = lock(&this.inbox);
+                inbox.run(&this.ep, &stop2, spin, |mut batch| {
+                    // Every batch goes through the queue, even one with only chunks of a message
+                    // being reassembled, so commits stay in order behind undelivered batches.
+                    let commits = std::mem::take(&mut batch.commits);
+                    let this = this.clone();
+                    // Commit after the JS callback returned: a process killed before that leaves
+                    // the batch in the ring for the next holder of this index. A batch that
+                    // reaches JS after close() is dropped by index.js, so it is not committed.
+                    tsfn.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                        if !this.closed.load(Ordering::Acquire) {
+                            for (from, pos) in commits {
+                                this.ep.commit(from, pos);
+                            }
+                        }
+                        Ok(())
+                    });
+                });
+            })
+            .map_err(|e| coded("ERR_INTERNAL", e))?;
+        *slot = Some(Delivery { stop, thread });
+        Ok(())
     }
 
     fn stop_delivery(&self) {
@@ -127,6 +202,31 @@ impl Inner {
         }
     }
 
+    fn send_queued<'e>(
+        &self,
+        env: &'e Env,
+        to: u32,
+        kind: u32,
+        data: &[u8],
+        timeout_ms: Option<f64>,
+    ) -> CodedResult<Object<'e>> {
+        self.open()?;
+        let (deferred, promise) = env
+            .create_deferred::<Option<&'static str>, _>()
+            .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+        let timeout = timeout_ms
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(|t| Duration::from_secs_f64(t / 1000.0));
+        let done = Box::new(move |r: std::result::Result<(), SendError>| {
+            let code = r.err().map(|e| send_error_code(&e));
+            deferred.resolve(move |_env| Ok(code));
+        });
+        self.outbox
+            .send_queued(to, kind as u8, data.to_vec(), timeout, done)
+            .map_err(write_error)?;
+        Ok(promise)
+    }
+
     /// Detaches; the primary also closes the cluster and unlinks the segment. Idempotent.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -134,14 +234,60 @@ impl Inner {
         }
         self.stop_delivery();
         self.outbox.close();
-        for (from, pos) in lock(&self.poll_commits).drain(..) {
-            self.ep.commit(from, pos);
-        }
+        self.commit_polled();
         self.ep.detach();
         if self.ep.shared().is_creator() {
             self.ep.shared().close_cluster();
         }
     }
+}
+
+fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> CodedResult<()> {
+    // At environment teardown (process exit, worker thread end) detach and stop the threads,
+    // even when JS never called close().
+    let weak = Arc::downgrade(inner);
+    env.add_env_cleanup_hook(weak, |weak| {
+        if let Some(inner) = weak.upgrade() {
+            inner.close();
+        }
+    })
+    .map(|_| ())
+    .map_err(|e| coded("ERR_INTERNAL", e.reason))
+}
+
+fn create(env: &Env, workers: u32, ring_size: u32) -> CodedResult<NativeBus> {
+    let shared = Shared::create(workers, ring_size).map_err(init_error)?;
+    let ep = Endpoint::attach(shared.clone(), Attach::Primary).map_err(|e| {
+        shared.unlink();
+        attach_error(e)
+    })?;
+    let inner = Inner::new(ep);
+    register_cleanup(env, &inner)?;
+    Ok(NativeBus { inner })
+}
+
+fn attach(env: &Env, name: &str, index: i32) -> CodedResult<NativeBus> {
+    let shared = Shared::open(name).map_err(attach_error)?;
+    let how = if index < 0 {
+        Attach::Any
+    } else {
+        Attach::Index(index as u32)
+    };
+    let inner = Inner::new(Endpoint::attach(shared, how).map_err(attach_error)?);
+    register_cleanup(env, &inner)?;
+    Ok(NativeBus { inner })
+}
+
+/// Creates this cluster's segment (`workers` + the primary) and attaches the primary.
+#[napi]
+pub fn create_cluster(env: Env, workers: u32, ring_size: u32) -> Result<NativeBus> {
+    js(&env, create(&env, workers, ring_size))
+}
+
+/// Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1).
+#[napi]
+pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
+    js(&env, attach(&env, &name, index))
 }
 
 /// One process's attachment to a cluster segment. Created by `createCluster` / `attachCluster`.
@@ -150,66 +296,8 @@ pub struct NativeBus {
     inner: Arc<Inner>,
 }
 
-fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> Result<()> {
-    // At environment teardown (process exit, worker thread end) detach and stop the threads,
-    // even when JS never called close().
-    let weak = Arc::downgrade(inner);
-    env.add_env_cleanup_hook(weak, |weak| {
-        if let Some(inner) = weak.upgrade() {
-            inner.close();
-        }
-    })?;
-    Ok(())
-}
-
-/// Creates this cluster's segment (`workers` + the primary) and attaches the primary.
-#[napi]
-pub fn create_cluster(env: Env, workers: u32, ring_size: u32) -> Result<NativeBus> {
-    js(
-        &env,
-        (|| {
-            let shared = Shared::create(workers, ring_size).map_err(init_error)?;
-            let ep = Endpoint::attach(shared.clone(), Attach::Primary).map_err(|e| {
-                shared.unlink();
-                attach_error(e)
-            })?;
-            let inner = Inner::new(ep);
-            register_cleanup(&env, &inner).map_err(|e| coded("ERR_INTERNAL", e.reason))?;
-            Ok(NativeBus { inner })
-        })(),
-    )
-}
-
-/// Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1).
-#[napi]
-pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
-    js(
-        &env,
-        (|| {
-            let shared = Shared::open(&name).map_err(attach_error)?;
-            let how = if index < 0 {
-                Attach::Any
-            } else {
-                Attach::Index(index as u32)
-            };
-            let ep = Endpoint::attach(shared, how).map_err(attach_error)?;
-            let inner = Inner::new(ep);
-            register_cleanup(&env, &inner).map_err(|e| coded("ERR_INTERNAL", e.reason))?;
-            Ok(NativeBus { inner })
-        })(),
-    )
-}
-
 #[napi]
 impl NativeBus {
-    fn open(&self) -> CodedResult<&Inner> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(coded("ERR_CLOSED", "the bus is closed"))
-        } else {
-            Ok(&self.inner)
-        }
-    }
-
     #[napi(getter)]
     pub fn index(&self) -> u32 {
         self.inner.ep.index()
@@ -242,32 +330,34 @@ impl NativeBus {
         self.inner.closed.load(Ordering::Acquire)
     }
 
+    /// Messages waiting in this process's outbox for room in a receiver's ring.
+    #[napi(getter)]
+    pub fn queued(&self) -> u32 {
+        self.inner.outbox.queued() as u32
+    }
+
     /// Publishes a whole message now or nothing (false: ring full or earlier sends queued).
     #[napi]
     pub fn write(&self, env: &Env, to: u32, kind: u32, data: &[u8]) -> Result<bool> {
-        js(
-            env,
-            self.open()
-                .and_then(|inner| inner.outbox.try_write(to, kind as u8, data).map_err(write_error)),
-        )
+        let r = self
+            .inner
+            .open()
+            .and_then(|i| i.outbox.try_write(to, kind as u8, data).map_err(write_error));
+        js(env, r)
     }
 
     /// Same as `write` for a string payload, without a Buffer in between.
     #[napi]
     pub fn write_string(&self, env: &Env, to: u32, data: String) -> Result<bool> {
-        js(
-            env,
-            self.open().and_then(|inner| {
-                inner
-                    .outbox
-                    .try_write(to, crate::core::kind::UTF8, data.as_bytes())
-                    .map_err(write_error)
-            }),
-        )
+        let r = self
+            .inner
+            .open()
+            .and_then(|i| i.outbox.try_write(to, kind::UTF8, data.as_bytes()).map_err(write_error));
+        js(env, r)
     }
 
     /// Queues a message for the sender thread. Resolves with null once it is in the receiver's
-    /// ring, or with an error code string (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CORRUPT`).
+    /// ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`).
     #[napi(ts_return_type = "Promise<string | null>")]
     pub fn send_queued<'e>(
         &self,
@@ -277,27 +367,7 @@ impl NativeBus {
         data: &[u8],
         timeout_ms: Option<f64>,
     ) -> Result<Object<'e>> {
-        js(
-            env,
-            (|| {
-                let inner = self.open()?;
-                let (deferred, promise) = env
-                    .create_deferred::<Option<&'static str>, _>()
-                    .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
-                let timeout = timeout_ms
-                    .filter(|t| t.is_finite() && *t >= 0.0)
-                    .map(|t| Duration::from_secs_f64(t / 1000.0));
-                let done = Box::new(move |r: std::result::Result<(), SendError>| {
-                    let code = r.err().map(|e| send_error_code(&e));
-                    deferred.resolve(move |_env| Ok(code));
-                });
-                inner
-                    .outbox
-                    .send_queued(to, kind as u8, data.to_vec(), timeout, done)
-                    .map_err(write_error)?;
-                Ok(promise)
-            })(),
-        )
+        js(env, self.inner.send_queued(env, to, kind, data, timeout_ms))
     }
 
     /// Indices held by a live attachment (this one included), primary last.
@@ -306,49 +376,17 @@ impl NativeBus {
         self.inner.ep.attached()
     }
 
-    /// Messages waiting in this process's outbox for room in a receiver's ring.
-    #[napi(getter)]
-    pub fn queued(&self) -> u32 {
-        self.inner.outbox.queued() as u32
-    }
-
     /// Primary: frees the indices held by `pid` (called from cluster's 'exit').
     #[napi]
     pub fn release_pid(&self, pid: u32) -> Vec<u32> {
         self.inner.ep.shared().release_pid(pid)
     }
 
-    /// Polling: commits the previous batch (the caller handed all of it out) and returns the next
-    /// one (at most `max` records), or null when nothing is waiting.
+    /// Polling: commits what the previous poll returned (the caller handed it out) and returns
+    /// the next batch (at most `max` records), or null when nothing is waiting.
     #[napi]
     pub fn poll(&self, env: &Env, max: u32) -> Result<Option<Buffer>> {
-        js(
-            env,
-            (|| {
-                let inner = self.open()?;
-                if lock(&inner.delivery).is_some() {
-                    return Err(coded(
-                        "ERR_SUBSCRIBED",
-                        "read() cannot be used while a subscription delivers messages",
-                    ));
-                }
-                let mut commits = lock(&inner.poll_commits);
-                for (from, pos) in commits.drain(..) {
-                    inner.ep.commit(from, pos);
-                }
-                let mut batch = Batch::default();
-                lock(&inner.inbox).drain(
-                    &inner.ep,
-                    &mut batch,
-                    Budget {
-                        max_records: max.max(1),
-                        max_bytes: Budget::BATCH.max_bytes,
-                    },
-                );
-                *commits = std::mem::take(&mut batch.commits);
-                Ok((batch.records > 0).then(|| Buffer::from(batch.bytes)))
-            })(),
-        )
+        js(env, self.inner.poll(max))
     }
 
     /// Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
@@ -358,47 +396,7 @@ impl NativeBus {
     pub fn start(&self, env: &Env, callback: Function<Buffer, Unknown<'static>>, spin_micros: u32) -> Result<()> {
         js(
             env,
-            (|| {
-                let inner = self.open()?;
-                let mut slot = lock(&inner.delivery);
-                if slot.is_some() {
-                    return Ok(());
-                }
-                for (from, pos) in lock(&inner.poll_commits).drain(..) {
-                    inner.ep.commit(from, pos);
-                }
-                let tsfn: DeliverFn = callback
-                    .build_threadsafe_function::<Batch>()
-                    .callee_handled::<false>()
-                    .weak::<true>()
-                    .build_callback(|ctx| Ok(Buffer::from(ctx.value.bytes)))
-                    .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
-                let stop = Arc::new(AtomicBool::new(false));
-                let (ep, inbox, stop2) = (inner.ep.clone(), inner.inbox.clone(), stop.clone());
-                let spin = Duration::from_micros(spin_micros as u64);
-                let thread = std::thread::Builder::new()
-                    .name("cluster-shm-deliver".into())
-                    .spawn(move || {
-                        let mut inbox = lock(&inbox);
-                        inbox.run(&ep, &stop2, spin, |mut batch| {
-                            // Batches without records (chunks of a message being reassembled) go through
-                            // the same queue, so commits stay in order behind undelivered batches.
-                            let commits = std::mem::take(&mut batch.commits);
-                            let ep2 = ep.clone();
-                            // Commit after the JS callback returned: a process killed before that leaves
-                            // the batch in the ring for the next holder of this index.
-                            tsfn.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
-                                for (from, pos) in commits {
-                                    ep2.commit(from, pos);
-                                }
-                                Ok(())
-                            });
-                        });
-                    })
-                    .map_err(|e| coded("ERR_INTERNAL", e))?;
-                *slot = Some(Delivery { stop, thread });
-                Ok(())
-            })(),
+            self.inner.start(callback, Duration::from_micros(spin_micros as u64)),
         )
     }
 
