@@ -19,24 +19,30 @@ export declare class NativeBus {
   /** Largest payload `write` accepts (larger ones go through `sendQueued`). */
   get maxWrite(): number
   get closed(): boolean
+  /** Messages waiting in this process's outbox for room in a receiver's ring. */
+  get queued(): number
   /** Publishes a whole message now or nothing (false: ring full or earlier sends queued). */
   write(to: number, kind: number, data: Uint8Array): boolean
   /** Same as `write` for a string payload, without a Buffer in between. */
   writeString(to: number, data: string): boolean
   /**
    * Queues a message for the sender thread. Resolves with null once it is in the receiver's
-   * ring, or with an error code string (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CORRUPT`).
+   * ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`).
    */
   sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs?: number | undefined | null): Promise<string | null>
   /** Indices held by a live attachment (this one included), primary last. */
   attached(): Array<number>
-  /** Messages waiting in this process's outbox for room in a receiver's ring. */
-  get queued(): number
-  /** Primary: frees the indices held by `pid` (called from cluster's 'exit'). */
-  releasePid(pid: number): Array<number>
+  /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */
+  processExited(pid: number): Array<number>
+  /** Opens (creating on first use) the named semaphore of `permits` permits. */
+  semaphore(name: string, permits: number): NativeSemaphore
+  /** Opens (creating on first use) the named region of `size` bytes. */
+  region(name: string, size: number): NativeRegion
+  /** Opens (creating on first use) the named map. */
+  map(name: string, capacity: number, maxKeyBytes: number, maxValueBytes: number): NativeMap
   /**
-   * Polling: commits the previous batch (the caller handed all of it out) and returns the next
-   * one (at most `max` records), or null when nothing is waiting.
+   * Polling: commits what the previous poll returned (the caller handed it out) and returns
+   * the next batch (at most `max` records), or null when nothing is waiting.
    */
   poll(max: number): Buffer | null
   /**
@@ -51,8 +57,49 @@ export declare class NativeBus {
   close(): void
 }
 
+/** A named shared map. Values cross as (kind, bytes); index.js encodes and decodes them. */
+export declare class NativeMap {
+  get capacity(): number
+  get size(): number
+  /** The value as `[kind, ...bytes]`, or null. */
+  get(key: string): Buffer | null
+  has(key: string): boolean
+  set(key: string, kind: number, value: Uint8Array): void
+  delete(key: string): boolean
+  increment(key: string, by: number): number
+  /** `expected`/`value` as `[kind, ...bytes]`, or null for "absent" / "delete". */
+  compareAndSet(key: string, expected?: Uint8Array | undefined | null, value?: Uint8Array | undefined | null): boolean
+  keys(): Array<string>
+}
+
+/** A named range of shared bytes. */
+export declare class NativeRegion {
+  get size(): number
+  write(offset: number, data: Uint8Array): void
+  read(offset: number, length: number): Buffer
+}
+
+/** A named cross-process semaphore (see core::semaphore). Waits run on its waiter thread. */
+export declare class NativeSemaphore {
+  get permits(): number
+  get available(): number
+  /** Permits this process holds. */
+  get held(): number
+  /** Takes a permit now: "clean", "recovered" (its last holder died holding it), or null. */
+  tryAcquire(): 'clean' | 'recovered' | null
+  /** Gives back one permit this process holds; false when it holds none. */
+  release(): boolean
+  /**
+   * Queues an acquire on the waiter thread. Resolves with "clean" or "recovered", or an error
+   * code (ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `id` identifies it for `cancel`.
+   */
+  acquire(timeoutMs?: number | undefined | null): Promise<string>
+  /** Cancels a queued acquire (it resolves with ERR_ABORTED unless already granted). */
+  cancel(id: number): void
+}
+
 /** Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1). */
 export declare function attachCluster(name: string, index: number): NativeBus
 
 /** Creates this cluster's segment (`workers` + the primary) and attaches the primary. */
-export declare function createCluster(workers: number, ringSize: number): NativeBus
+export declare function createCluster(workers: number, ringSize: number, heapSize: number): NativeBus

@@ -836,5 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeBus = nativeBinding.NativeBus
+module.exports.NativeMap = nativeBinding.NativeMap
+module.exports.NativeRegion = nativeBinding.NativeRegion
+module.exports.NativeSemaphore = nativeBinding.NativeSemaphore
 module.exports.attachCluster = nativeBinding.attachCluster
 module.exports.createCluster = nativeBinding.createCluster

@@ -88,6 +88,9 @@ function defaultRingSize(workers) {
 class Bus extends EventEmitter {
   #native
   #primary // native index of the primary
+  #self // native index of this process
+  #closed = false
+  #objects = new Map() // name -> Semaphore | Region | SharedMap opened through this bus
   #spin
   #delivering = false
   #loopback = [] // messages this process sent to itself
@@ -100,6 +103,7 @@ class Bus extends EventEmitter {
     super()
     this.#native = nativeBus
     this.#primary = nativeBus.endpoints - 1
+    this.#self = nativeBus.index
     this.#spin = spinMicros
     const onExit = () => this.close()
     process.on('exit', onExit)
@@ -118,7 +122,7 @@ class Bus extends EventEmitter {
 
   /** This process's address: a worker index, or PRIMARY. */
   get index() {
-    return this.#toPublic(this.#native.index)
+    return this.#toPublic(this.#self)
   }
   /** Number of worker indices (0..workers-1). */
   get workers() {
@@ -136,7 +140,7 @@ class Bus extends EventEmitter {
     return this.#native.maxWrite
   }
   get closed() {
-    return this.#native.closed
+    return this.#closed
   }
   /** Messages of this process still waiting for room in a receiver's ring. */
   get queued() {
@@ -153,7 +157,7 @@ class Bus extends EventEmitter {
     if (typeof to !== 'number' || !Number.isInteger(to)) fail('ERR_INVALID_ARG', `address must be an integer worker index or PRIMARY, got ${typeof to === 'number' ? to : typeof to}`)
     if (to !== PRIMARY && (to < 0 || to >= this.#primary)) fail('ERR_INDEX_OUT_OF_RANGE', `address ${to} is out of range: workers are 0..${this.#primary - 1}, or PRIMARY`)
     const n = to === PRIMARY ? this.#primary : to
-    return n === this.#native.index ? -2 : n
+    return n === this.#self ? -2 : n
   }
 
   /**
@@ -209,7 +213,7 @@ class Bus extends EventEmitter {
       if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
       if (this.closed) fail('ERR_CLOSED', 'the bus is closed')
       let [kind, payload] = encode(data)
-      const me = this.#native.index
+      const me = this.#self
       const targets = this.#native.attached().filter((i) => i !== me)
       if (kind === UTF8 && targets.length > 1) payload = Buffer.from(payload, 'utf8') // encode once
       const pending = []
@@ -226,7 +230,7 @@ class Bus extends EventEmitter {
 
   /** Addresses of the other processes attached now (PRIMARY included when attached). */
   peers() {
-    const me = this.#native.index
+    const me = this.#self
     return this.#native.attached().filter((i) => i !== me).map((i) => this.#toPublic(i))
   }
 
@@ -318,17 +322,258 @@ class Bus extends EventEmitter {
     })
   }
 
+  #object(name, kind, open) {
+    if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+    if (typeof name !== 'string' || name.length === 0) fail('ERR_INVALID_ARG', 'name must be a non-empty string')
+    const key = `${kind}:${name}`
+    let obj = this.#objects.get(key)
+    if (obj === undefined) {
+      obj = open()
+      this.#objects.set(key, obj)
+    }
+    return obj
+  }
+
+  /**
+   * The named cross-process semaphore (created on first use with `permits`, default 1). A
+   * permit held by a process that dies returns within about 100 ms (sooner through the
+   * primary's cluster 'exit'), and the next holder sees `recovered === true`.
+   */
+  semaphore(name, options) {
+    const { permits = 1 } = checkOptions(options, 'options')
+    checkInt('permits', permits, 1, 4096)
+    const sem = this.#object(name, 'semaphore', () => new Semaphore(this.#native.semaphore(name, permits), name))
+    if (sem.permits !== permits) fail('ERR_MISMATCH', `semaphore "${name}" exists with ${sem.permits} permits`)
+    return sem
+  }
+
+  /** Runs `fn(permit)` holding the named mutex; releases it when fn settles (also on throw). */
+  async lock(name, fn, options) {
+    if (typeof fn !== 'function') fail('ERR_INVALID_ARG', 'fn must be a function')
+    const permit = await this.semaphore(name, { permits: 1 }).acquire(options)
+    try {
+      return await fn(permit)
+    } finally {
+      permit.release()
+    }
+  }
+
+  /** The named region of `size` shared bytes (created zeroed on first use). */
+  region(name, size) {
+    checkInt('size', size, 1, Number.MAX_SAFE_INTEGER)
+    const region = this.#object(name, 'region', () => new Region(this.#native.region(name, size)))
+    if (region.size !== size) fail('ERR_MISMATCH', `region "${name}" exists with ${region.size} bytes`)
+    return region
+  }
+
+  /** The named shared map (created on first use). */
+  map(name, options) {
+    const { capacity = 1024, maxKeyBytes = 64, maxValueBytes = 256 } = checkOptions(options, 'options')
+    checkInt('capacity', capacity, 1, 1 << 24)
+    checkInt('maxKeyBytes', maxKeyBytes, 1, 1024)
+    checkInt('maxValueBytes', maxValueBytes, 8, 1 << 20)
+    const map = this.#object(name, 'map', () => new SharedMap(this.#native.map(name, capacity, maxKeyBytes, maxValueBytes), { capacity, maxKeyBytes, maxValueBytes }))
+    if (map.capacity !== capacity || map.maxKeyBytes !== maxKeyBytes || map.maxValueBytes !== maxValueBytes) fail('ERR_MISMATCH', `map "${name}" exists with other parameters`)
+    return map
+  }
+
   /**
    * Detaches this process. Queued send()s reject with ERR_CLOSED; messages not yet delivered
    * stay in the rings for the next holder of this index. The primary's close() also removes
    * the segment and tells every worker ('shutdown'). Idempotent.
    */
   close() {
-    if (this.closed) return
+    if (this.#closed) return
+    this.#closed = true
     this.#delivering = false
     this.#native.close()
     for (const undo of this.#cleanup.splice(0)) undo()
     this.emit('close')
+  }
+}
+
+class Permit {
+  #semaphore
+  #released = false
+  constructor(semaphore, recovered) {
+    this.#semaphore = semaphore
+    /** True when the previous holder died (or detached) holding this permit. */
+    this.recovered = recovered
+  }
+  /** Gives the permit back. Idempotent. */
+  release() {
+    if (this.#released) return
+    this.#released = true
+    this.#semaphore.release()
+  }
+}
+
+class Semaphore {
+  #native
+  #queued = 0 // acquires of this process waiting on the native waiter thread
+  constructor(nativeSemaphore, name) {
+    this.#native = nativeSemaphore
+    this.name = name
+    /** Whether the permit taken by the last successful tryAcquire() was recovered. */
+    this.recovered = false
+  }
+  get permits() {
+    return this.#native.permits
+  }
+  /** Permits free now. */
+  get available() {
+    return this.#native.available
+  }
+  /** Permits this process holds. */
+  get held() {
+    return this.#native.held
+  }
+
+  /** Takes a permit now if one is free (and no acquire() of this process is waiting). */
+  tryAcquire() {
+    if (this.#queued > 0) return false
+    const r = this.#native.tryAcquire()
+    if (r === null) return false
+    this.recovered = r === 'recovered'
+    return true
+  }
+
+  /**
+   * Resolves with a Permit once one is free. Rejects with ERR_TIMEOUT after `timeout` ms, or
+   * ERR_ABORTED when `signal` aborts; either way no permit stays taken.
+   */
+  acquire(options) {
+    try {
+      const { timeout, signal } = checkOptions(options, 'options')
+      if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
+      if (signal !== undefined && !(signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+      if (signal?.aborted) fail('ERR_ABORTED', 'the acquire was aborted')
+      if (this.#queued === 0) {
+        const r = this.#native.tryAcquire()
+        if (r !== null) return Promise.resolve(new Permit(this, r === 'recovered'))
+      }
+      const pending = this.#native.acquire(timeout)
+      const id = pending.acquireId
+      this.#queued++
+      const onAbort = () => this.#native.cancel(id)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      return pending.then((code) => {
+        this.#queued--
+        signal?.removeEventListener('abort', onAbort)
+        if (code === 'clean' || code === 'recovered') {
+          if (!signal?.aborted) return new Permit(this, code === 'recovered')
+          this.#native.release() // granted as the abort arrived: give it back
+          code = 'ERR_ABORTED'
+        }
+        const why = { ERR_TIMEOUT: `no permit of "${this.name}" within ${timeout} ms`, ERR_ABORTED: 'the acquire was aborted', ERR_CLOSED: 'the bus was closed' }
+        return fail(code, why[code] ?? code)
+      })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Gives back one permit held by this process. */
+  release() {
+    if (!this.#native.release()) fail('ERR_NOT_HELD', `this process holds no permit of "${this.name}"`)
+  }
+}
+
+function checkOffset(name, value) {
+  return checkInt(name, value, 0, Number.MAX_SAFE_INTEGER)
+}
+
+class Region {
+  #native
+  constructor(nativeRegion) {
+    this.#native = nativeRegion
+    this.size = nativeRegion.size
+  }
+  /** Copies `bytes` (Buffer/Uint8Array) into the region at `offset`. */
+  write(offset, bytes) {
+    checkOffset('offset', offset)
+    if (!(bytes instanceof Uint8Array)) fail('ERR_INVALID_ARG', 'bytes must be a Buffer or Uint8Array')
+    this.#native.write(offset, bytes)
+  }
+  /** Copies `length` bytes from `offset` into a new Buffer. */
+  read(offset, length) {
+    checkOffset('offset', offset)
+    checkOffset('length', length)
+    return this.#native.read(offset, length)
+  }
+}
+
+const F64 = 4
+
+/** [kind, ...bytes] of a map value: numbers are stored as float64 so increment() applies. */
+function encodeValue(value) {
+  if (typeof value === 'number') {
+    const b = Buffer.allocUnsafe(9)
+    b[0] = F64
+    b.writeDoubleLE(value, 1)
+    return b
+  }
+  const [kind, payload] = encode(value)
+  const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+  const b = Buffer.allocUnsafe(bytes.length + 1)
+  b[0] = kind
+  b.set(bytes, 1)
+  return b
+}
+
+function decodeValue(b) {
+  if (b === null) return undefined
+  if (b[0] === F64) return b.readDoubleLE(1)
+  return decode(b[0], b, 1, b.length)
+}
+
+function checkKey(key) {
+  if (typeof key !== 'string') fail('ERR_INVALID_ARG', 'map keys must be strings')
+  return key
+}
+
+class SharedMap {
+  #native
+  constructor(nativeMap, { capacity, maxKeyBytes, maxValueBytes }) {
+    this.#native = nativeMap
+    this.capacity = capacity
+    this.maxKeyBytes = maxKeyBytes
+    this.maxValueBytes = maxValueBytes
+  }
+  /** Keys held now. */
+  get size() {
+    return this.#native.size
+  }
+  get(key) {
+    return decodeValue(this.#native.get(checkKey(key)))
+  }
+  has(key) {
+    return this.#native.has(checkKey(key))
+  }
+  set(key, value) {
+    const v = encodeValue(value)
+    this.#native.set(checkKey(key), v[0], v.subarray(1))
+    return this
+  }
+  delete(key) {
+    return this.#native.delete(checkKey(key))
+  }
+  /** Atomically adds `by` (default 1) to the number at `key` (absent counts as 0); returns the new value. */
+  increment(key, by = 1) {
+    if (typeof by !== 'number' || Number.isNaN(by)) fail('ERR_INVALID_ARG', 'by must be a number')
+    return this.#native.increment(checkKey(key), by)
+  }
+  /**
+   * Atomically sets `key` to `value` if its current value equals `expected` (same type and
+   * bytes; `undefined` = absent). `value` undefined deletes. Returns whether it changed.
+   */
+  compareAndSet(key, expected, value) {
+    const e = expected === undefined ? null : encodeValue(expected)
+    const v = value === undefined ? null : encodeValue(value)
+    return this.#native.compareAndSet(checkKey(key), e, v)
+  }
+  keys() {
+    return this.#native.keys()
   }
 }
 
@@ -339,14 +584,16 @@ function masterInit(options) {
   const ringSize = options.ringSize ?? defaultRingSize(workers)
   checkInt('ringSize', ringSize, 4096, 1 << 30)
   if ((ringSize & (ringSize - 1)) !== 0) fail('ERR_INVALID_ARG', `ringSize must be a power of two, got ${ringSize}`)
+  const heapSize = checkInt('heapSize', options.heapSize ?? 4 << 20, 0, 2 ** 34)
+  if (heapSize % 4096 !== 0) fail('ERR_INVALID_ARG', `heapSize must be a multiple of 4096, got ${heapSize}`)
   const spin = checkInt('spinMicros', options.spinMicros ?? 0, 0, 1e6)
-  const handle = native.createCluster(workers, ringSize)
+  const handle = native.createCluster(workers, ringSize, heapSize)
   const bus = new Bus(handle, spin)
   process.env[SEGMENT_ENV] = bus.name
   if (cluster.isPrimary) {
     // A worker that died (crash, kill, exit) gives its index back so a replacement can take it.
     const onExit = (worker) => {
-      if (!bus.closed && worker.process.pid) handle.releasePid(worker.process.pid)
+      if (!bus.closed && worker.process.pid) handle.processExited(worker.process.pid)
     }
     cluster.on('exit', onExit)
     bus.once('close', () => cluster.off('exit', onExit))
@@ -386,4 +633,4 @@ function workerInit(options) {
   return new Bus(native.attachCluster(name, index), spin)
 }
 
-module.exports = { masterInit, workerInit, PRIMARY, SEGMENT_ENV, ClusterShmError, Bus }
+module.exports = { masterInit, workerInit, PRIMARY, SEGMENT_ENV, ClusterShmError, Bus, Semaphore, Permit, Region, SharedMap }

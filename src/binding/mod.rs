@@ -1,11 +1,13 @@
+#![cfg_attr(test, allow(dead_code))] // the #[napi] exports are only referenced by the addon build
 //! The `#[napi]` surface: converts JS values, maps core errors to JS errors with stable `code`
 //! strings, and owns the delivery thread with its ThreadsafeFunction. The ergonomic API (payload
 //! encoding, EventEmitter, cluster integration) is in `index.js`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -13,6 +15,10 @@ use napi_derive::napi;
 
 use crate::core::endpoint::ring_bell_always;
 use crate::core::kind;
+use crate::core::layout::Geometry;
+use crate::core::map::{MapError, SharedMap};
+use crate::core::objects::{ObjectError, OutOfBounds, Region};
+use crate::core::semaphore::{AcquireError, Acquired, Semaphore, Waiter};
 use crate::core::{
     Attach, AttachError, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared, WriteError,
 };
@@ -76,6 +82,41 @@ fn write_error(e: WriteError) -> Coded {
     coded(code, e)
 }
 
+fn object_error(e: ObjectError) -> Coded {
+    let code = match &e {
+        ObjectError::InvalidName | ObjectError::InvalidParams(_) => "ERR_INVALID_ARG",
+        ObjectError::Mismatch(_) => "ERR_MISMATCH",
+        ObjectError::TableFull | ObjectError::NoSpace { .. } => "ERR_NO_SPACE",
+        ObjectError::Corrupt => "ERR_CORRUPT",
+    };
+    coded(code, e)
+}
+
+fn map_error(e: MapError) -> Coded {
+    let code = match &e {
+        MapError::KeyTooLarge { .. } | MapError::ValueTooLarge { .. } => "ERR_PAYLOAD_TOO_LARGE",
+        MapError::Full { .. } => "ERR_MAP_FULL",
+        MapError::NotANumber => "ERR_NOT_A_NUMBER",
+    };
+    coded(code, e)
+}
+
+fn bounds_error(e: OutOfBounds) -> Coded {
+    coded("ERR_OUT_OF_BOUNDS", e)
+}
+
+/// A JS number that must be a whole, non-negative, exactly representable integer.
+fn whole(v: f64, what: &str) -> CodedResult<u64> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9007199254740991.0 {
+        Ok(v as u64)
+    } else {
+        Err(coded(
+            "ERR_INVALID_ARG",
+            format!("{what} must be a non-negative integer, got {v}"),
+        ))
+    }
+}
+
 fn send_error_code(e: &SendError) -> &'static str {
     match e {
         SendError::Closed => "ERR_CLOSED",
@@ -103,6 +144,8 @@ struct Inner {
     delivery: Mutex<Option<Delivery>>,
     /// Commits of the record last handed to a polling `read`, applied at the next poll.
     poll_commits: Mutex<Vec<(u32, u64)>>,
+    /// Waiter queues of the semaphores this process opened, by name (closed with the bus).
+    semaphores: Mutex<HashMap<String, Arc<Waiter>>>,
     closed: AtomicBool,
 }
 
@@ -115,6 +158,7 @@ impl Inner {
             ep,
             delivery: Mutex::new(None),
             poll_commits: Mutex::new(Vec::new()),
+            semaphores: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         })
     }
@@ -234,6 +278,9 @@ impl Inner {
         }
         self.stop_delivery();
         self.outbox.close();
+        for w in lock(&self.semaphores).values() {
+            w.close();
+        }
         self.commit_polled();
         self.ep.detach();
         if self.ep.shared().is_creator() {
@@ -255,8 +302,10 @@ fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> CodedResult<()> {
     .map_err(|e| coded("ERR_INTERNAL", e.reason))
 }
 
-fn create(env: &Env, workers: u32, ring_size: u32) -> CodedResult<NativeBus> {
-    let shared = Shared::create(workers, ring_size).map_err(init_error)?;
+fn create(env: &Env, workers: u32, ring_size: u32, heap_size: f64) -> CodedResult<NativeBus> {
+    let geo = Geometry::with_heap(workers.saturating_add(1), ring_size, whole(heap_size, "heapSize")?)
+        .map_err(|e| init_error(InitError::Geometry(e)))?;
+    let shared = Shared::create_with(geo).map_err(init_error)?;
     let ep = Endpoint::attach(shared.clone(), Attach::Primary).map_err(|e| {
         shared.unlink();
         attach_error(e)
@@ -280,8 +329,8 @@ fn attach(env: &Env, name: &str, index: i32) -> CodedResult<NativeBus> {
 
 /// Creates this cluster's segment (`workers` + the primary) and attaches the primary.
 #[napi]
-pub fn create_cluster(env: Env, workers: u32, ring_size: u32) -> Result<NativeBus> {
-    js(&env, create(&env, workers, ring_size))
+pub fn create_cluster(env: Env, workers: u32, ring_size: u32, heap_size: f64) -> Result<NativeBus> {
+    js(&env, create(&env, workers, ring_size, heap_size))
 }
 
 /// Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1).
@@ -376,10 +425,73 @@ impl NativeBus {
         self.inner.ep.attached()
     }
 
-    /// Primary: frees the indices held by `pid` (called from cluster's 'exit').
+    /// Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit').
     #[napi]
-    pub fn release_pid(&self, pid: u32) -> Vec<u32> {
-        self.inner.ep.shared().release_pid(pid)
+    pub fn process_exited(&self, pid: u32) -> Vec<u32> {
+        self.inner.ep.shared().process_exited(pid)
+    }
+
+    /// Opens (creating on first use) the named semaphore of `permits` permits.
+    #[napi]
+    pub fn semaphore(&self, env: &Env, name: String, permits: u32) -> Result<NativeSemaphore> {
+        let r = self.inner.open().and_then(|inner| {
+            let mut sems = lock(&inner.semaphores);
+            if let Some(w) = sems.get(&name) {
+                if w.semaphore().permits() != permits {
+                    return Err(coded(
+                        "ERR_MISMATCH",
+                        format!("semaphore \"{name}\" exists with other parameters"),
+                    ));
+                }
+                return Ok(w.clone());
+            }
+            let sem = Semaphore::open(&inner.ep, &name, permits).map_err(object_error)?;
+            let w = Waiter::new(sem);
+            sems.insert(name, w.clone());
+            Ok(w)
+        });
+        js(env, r).map(|waiter| NativeSemaphore {
+            bus: self.inner.clone(),
+            waiter,
+            last_sweep: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Opens (creating on first use) the named region of `size` bytes.
+    #[napi]
+    pub fn region(&self, env: &Env, name: String, size: f64) -> Result<NativeRegion> {
+        let r = self.inner.open().and_then(|inner| {
+            let size = whole(size, "size")?;
+            Region::open(&inner.ep, &name, size).map_err(object_error)
+        });
+        js(env, r).map(|region| NativeRegion {
+            bus: self.inner.clone(),
+            region,
+        })
+    }
+
+    /// Opens (creating on first use) the named map.
+    #[napi]
+    pub fn map(
+        &self,
+        env: &Env,
+        name: String,
+        capacity: f64,
+        max_key_bytes: f64,
+        max_value_bytes: f64,
+    ) -> Result<NativeMap> {
+        let r = self.inner.open().and_then(|inner| {
+            let (c, k, v) = (
+                whole(capacity, "capacity")?,
+                whole(max_key_bytes, "maxKeyBytes")?,
+                whole(max_value_bytes, "maxValueBytes")?,
+            );
+            SharedMap::open(&inner.ep, &name, c, k, v).map_err(object_error)
+        });
+        js(env, r).map(|map| NativeMap {
+            bus: self.inner.clone(),
+            map,
+        })
     }
 
     /// Polling: commits what the previous poll returned (the caller handed it out) and returns
@@ -410,5 +522,246 @@ impl NativeBus {
     #[napi]
     pub fn close(&self) {
         self.inner.close();
+    }
+}
+
+/// A named cross-process semaphore (see core::semaphore). Waits run on its waiter thread.
+#[napi]
+pub struct NativeSemaphore {
+    bus: Arc<Inner>,
+    waiter: Arc<Waiter>,
+    last_sweep: Mutex<Instant>,
+}
+
+fn acquired_code(a: Acquired) -> &'static str {
+    match a {
+        Acquired::Clean => "clean",
+        Acquired::Recovered => "recovered",
+    }
+}
+
+static NEXT_ACQUIRE: AtomicU64 = AtomicU64::new(1);
+
+#[napi]
+impl NativeSemaphore {
+    #[napi(getter)]
+    pub fn permits(&self) -> u32 {
+        self.waiter.semaphore().permits()
+    }
+
+    #[napi(getter)]
+    pub fn available(&self) -> u32 {
+        self.waiter.semaphore().available()
+    }
+
+    /// Permits this process holds.
+    #[napi(getter)]
+    pub fn held(&self) -> u32 {
+        self.waiter.semaphore().held()
+    }
+
+    /// Takes a permit now: "clean", "recovered" (its last holder died holding it), or null.
+    #[napi(ts_return_type = "'clean' | 'recovered' | null")]
+    pub fn try_acquire(&self, env: &Env) -> Result<Option<&'static str>> {
+        let r = self.bus.open().map(|_| {
+            let sem = self.waiter.semaphore();
+            sem.try_acquire()
+                .or_else(|| {
+                    // No waiter sweeps for dead holders when nobody waits: do it here, at most
+                    // every 100 ms per semaphore and process.
+                    let mut last = lock(&self.last_sweep);
+                    (last.elapsed() >= Duration::from_millis(100)).then(|| *last = Instant::now())?;
+                    drop(last);
+                    (sem.sweep() > 0).then(|| sem.try_acquire()).flatten()
+                })
+                .map(acquired_code)
+        });
+        js(env, r)
+    }
+
+    /// Gives back one permit this process holds; false when it holds none.
+    #[napi]
+    pub fn release(&self, env: &Env) -> Result<bool> {
+        js(env, self.bus.open().map(|_| self.waiter.semaphore().release()))
+    }
+
+    /// Queues an acquire on the waiter thread. Resolves with "clean" or "recovered", or an error
+    /// code (ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `id` identifies it for `cancel`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn acquire<'e>(&self, env: &'e Env, timeout_ms: Option<f64>) -> Result<Object<'e>> {
+        let r = self.bus.open().and_then(|_| {
+            let (deferred, promise) = env
+                .create_deferred::<String, _>()
+                .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+            let id = NEXT_ACQUIRE.fetch_add(1, Ordering::Relaxed);
+            let timeout = timeout_ms
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .map(|t| Duration::from_secs_f64(t / 1000.0));
+            self.waiter.acquire(
+                id,
+                timeout,
+                Box::new(move |r| {
+                    let s = match r {
+                        Ok(a) => acquired_code(a),
+                        Err(AcquireError::TimedOut) => "ERR_TIMEOUT",
+                        Err(AcquireError::Cancelled) => "ERR_ABORTED",
+                        Err(AcquireError::Closed) => "ERR_CLOSED",
+                    };
+                    deferred.resolve(move |_| Ok(s.to_string()));
+                }),
+            );
+            Ok((promise, id))
+        });
+        js(env, r).and_then(|(promise, id)| {
+            let mut promise = promise;
+            promise.set_named_property("acquireId", id as f64)?;
+            Ok(promise)
+        })
+    }
+
+    /// Cancels a queued acquire (it resolves with ERR_ABORTED unless already granted).
+    #[napi]
+    pub fn cancel(&self, id: f64) {
+        self.waiter.cancel(id as u64);
+    }
+}
+
+/// A named range of shared bytes.
+#[napi]
+pub struct NativeRegion {
+    bus: Arc<Inner>,
+    region: Region,
+}
+
+#[napi]
+impl NativeRegion {
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.region.size() as f64
+    }
+
+    #[napi]
+    pub fn write(&self, env: &Env, offset: f64, data: &[u8]) -> Result<()> {
+        let r = self
+            .bus
+            .open()
+            .and_then(|_| self.region.write(whole(offset, "offset")?, data).map_err(bounds_error));
+        js(env, r)
+    }
+
+    #[napi]
+    pub fn read(&self, env: &Env, offset: f64, length: f64) -> Result<Buffer> {
+        let r = self.bus.open().and_then(|_| {
+            let len = whole(length, "length")?;
+            let len = usize::try_from(len).map_err(|_| coded("ERR_OUT_OF_BOUNDS", "length too large"))?;
+            self.region.read(whole(offset, "offset")?, len).map_err(bounds_error)
+        });
+        js(env, r).map(Buffer::from)
+    }
+}
+
+/// A named shared map. Values cross as (kind, bytes); index.js encodes and decodes them.
+#[napi]
+pub struct NativeMap {
+    bus: Arc<Inner>,
+    map: SharedMap,
+}
+
+/// `[kind, ...bytes]`, the form values cross the boundary in.
+fn kind_and_bytes(kind: u8, bytes: Vec<u8>) -> Buffer {
+    let mut v = Vec::with_capacity(bytes.len() + 1);
+    v.push(kind);
+    v.extend_from_slice(&bytes);
+    Buffer::from(v)
+}
+
+#[napi]
+impl NativeMap {
+    #[napi(getter)]
+    pub fn capacity(&self) -> u32 {
+        self.map.capacity()
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.map.len()
+    }
+
+    /// The value as `[kind, ...bytes]`, or null.
+    #[napi]
+    pub fn get(&self, env: &Env, key: String) -> Result<Option<Buffer>> {
+        let r = self
+            .bus
+            .open()
+            .map(|_| self.map.get(key.as_bytes()).map(|(k, v)| kind_and_bytes(k, v)));
+        js(env, r)
+    }
+
+    #[napi]
+    pub fn has(&self, env: &Env, key: String) -> Result<bool> {
+        js(env, self.bus.open().map(|_| self.map.has(key.as_bytes())))
+    }
+
+    #[napi]
+    pub fn set(&self, env: &Env, key: String, kind: u32, value: &[u8]) -> Result<()> {
+        let r = self
+            .bus
+            .open()
+            .and_then(|_| self.map.set(key.as_bytes(), kind as u8, value).map_err(map_error));
+        js(env, r)
+    }
+
+    #[napi]
+    pub fn delete(&self, env: &Env, key: String) -> Result<bool> {
+        js(env, self.bus.open().map(|_| self.map.delete(key.as_bytes())))
+    }
+
+    #[napi]
+    pub fn increment(&self, env: &Env, key: String, by: f64) -> Result<f64> {
+        let r = self
+            .bus
+            .open()
+            .and_then(|_| self.map.increment(key.as_bytes(), by).map_err(map_error));
+        js(env, r)
+    }
+
+    /// `expected`/`value` as `[kind, ...bytes]`, or null for "absent" / "delete".
+    #[napi]
+    pub fn compare_and_set(
+        &self,
+        env: &Env,
+        key: String,
+        expected: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<bool> {
+        let split = |b: &[u8]| -> CodedResult<(u8, Vec<u8>)> {
+            b.split_first()
+                .map(|(k, rest)| (*k, rest.to_vec()))
+                .ok_or_else(|| coded("ERR_INVALID_ARG", "empty encoded value"))
+        };
+        let r = self.bus.open().and_then(|_| {
+            let e = expected.map(split).transpose()?;
+            let v = value.map(split).transpose()?;
+            self.map
+                .compare_and_set(
+                    key.as_bytes(),
+                    e.as_ref().map(|(k, b)| (*k, b.as_slice())),
+                    v.as_ref().map(|(k, b)| (*k, b.as_slice())),
+                )
+                .map_err(map_error)
+        });
+        js(env, r)
+    }
+
+    #[napi]
+    pub fn keys(&self, env: &Env) -> Result<Vec<String>> {
+        let r = self.bus.open().map(|_| {
+            self.map
+                .keys()
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .collect()
+        });
+        js(env, r)
     }
 }

@@ -88,7 +88,12 @@ impl Shared {
     /// Creates a new segment for `workers` workers plus the primary, after removing stale
     /// segments of dead primaries.
     pub fn create(workers: u32, ring_capacity: u32) -> Result<Arc<Shared>, InitError> {
-        let geo = Geometry::new(workers.saturating_add(1), ring_capacity).map_err(InitError::Geometry)?;
+        Self::create_with(Geometry::new(workers.saturating_add(1), ring_capacity).map_err(InitError::Geometry)?)
+    }
+
+    /// Creates a new segment of the given geometry (see [`Shared::create`]).
+    pub fn create_with(geo: Geometry) -> Result<Arc<Shared>, InitError> {
+        geo.validate().map_err(InitError::Geometry)?;
         segment::remove_stale();
         let seg = loop {
             match Segment::create(&segment::new_name(), geo.total_size()) {
@@ -105,6 +110,7 @@ impl Shared {
             (*hdr).endpoints = geo.endpoints;
             (*hdr).ring_capacity = geo.ring_capacity;
             (*hdr).total_size = geo.total_size() as u64;
+            (*hdr).heap_size = geo.heap_size;
             (*hdr).primary_pid = me.pid;
             (*hdr).primary_start = me.start_time;
             (*hdr).magic.store(MAGIC, Ordering::Release);
@@ -125,13 +131,14 @@ impl Shared {
         let hdr = seg.as_ptr() as *const SegmentHeader;
         // SAFETY: the mapping is page aligned and holds at least a header; every field read is a
         // plain integer, so any bytes are a valid value, and each is validated below.
-        let (magic, version, endpoints, cap, total) = unsafe {
+        let (magic, version, endpoints, cap, total, heap) = unsafe {
             (
                 (*hdr).magic.load(Ordering::Acquire),
                 std::ptr::read_volatile(std::ptr::addr_of!((*hdr).layout_version)),
                 std::ptr::read_volatile(std::ptr::addr_of!((*hdr).endpoints)),
                 std::ptr::read_volatile(std::ptr::addr_of!((*hdr).ring_capacity)),
                 std::ptr::read_volatile(std::ptr::addr_of!((*hdr).total_size)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hdr).heap_size)),
             )
         };
         if magic != MAGIC {
@@ -140,7 +147,7 @@ impl Shared {
         if version != LAYOUT_VERSION {
             return Err(AttachError::BadHeader("layout version"));
         }
-        let geo = Geometry::new(endpoints, cap).map_err(|_| AttachError::BadHeader("geometry"))?;
+        let geo = Geometry::with_heap(endpoints, cap, heap).map_err(|_| AttachError::BadHeader("geometry"))?;
         if total != geo.total_size() as u64 || seg.len() < geo.total_size() {
             return Err(AttachError::BadHeader("sizes larger than the mapping"));
         }
@@ -153,6 +160,10 @@ impl Shared {
 
     pub fn name(&self) -> &str {
         self.seg.name()
+    }
+    /// Start of the mapping (for modules that compute their own validated offsets).
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.seg.as_ptr()
     }
     pub fn geometry(&self) -> Geometry {
         self.geo
@@ -230,6 +241,14 @@ impl Shared {
         if !freed.is_empty() {
             self.registry_changed();
         }
+        freed
+    }
+
+    /// What the primary does when cluster reports that `pid` exited: frees its indices and takes
+    /// back the semaphore permits it held. Returns the freed indices.
+    pub fn process_exited(self: &Arc<Self>, pid: u32) -> Vec<u32> {
+        let freed = self.release_pid(pid);
+        super::semaphore::release_pid(self, pid);
         freed
     }
 
@@ -319,6 +338,10 @@ impl Endpoint {
 
     pub fn index(&self) -> u32 {
         self.index
+    }
+    /// This attachment as a holder of permits and locks (see `objects::holder_word`).
+    pub fn holder_word(&self) -> u64 {
+        super::objects::holder_word(self.index, owner_gen(self.owner), owner_pid(self.owner))
     }
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

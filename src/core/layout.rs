@@ -5,6 +5,9 @@
 //! slots_offset        EndpointSlot  × E                  (384 B each; E = workers + 1, primary last)
 //! ring_hdrs_offset    RingHeader    × E·(E-1)            (256 B each; one per ordered pair)
 //! ring_data_offset    ring data     × E·(E-1)            (capacity bytes each, page aligned)
+//! objects_offset      ObjectTable                        (128 B: creation lock, heap cursor)
+//!                     ObjectEntry   × MAX_OBJECTS        (256 B each: name, kind, parameters)
+//! heap_offset         heap                               (heap_size bytes: semaphores, regions, maps)
 //! ```
 //!
 //! Every struct is `repr(C)` with its size and alignment asserted at compile time, so all
@@ -19,37 +22,50 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `b"CLSHM\0"` + layout version in the last two bytes.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x01\x00");
-pub const LAYOUT_VERSION: u32 = 1;
+pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x02\x00");
+pub const LAYOUT_VERSION: u32 = 2;
 pub const LINE: usize = 128;
 pub const PAGE: usize = 4096;
 pub const MIN_RING: u32 = 4096;
 pub const MAX_RING: u32 = 1 << 30;
 pub const MAX_ENDPOINTS: u32 = 257;
+/// Named objects (semaphores, regions, maps) a cluster can hold.
+pub const MAX_OBJECTS: usize = 256;
+/// Longest object name in bytes (UTF-8).
+pub const MAX_NAME: usize = 128;
+pub const DEFAULT_HEAP: u64 = 4 << 20;
+pub const MAX_HEAP: u64 = 1 << 34;
 /// Frames are 16-byte aligned, so the space left before the end of a ring is always either zero
 /// or room for at least one frame header (a wrap marker).
 pub const FRAME_ALIGN: u64 = 16;
 pub const FRAME_HEADER: usize = 16;
 
 /// Created by the primary; read-only after `magic` is published (Release), except for the atomics.
+///
+/// The first 24 bytes (magic, version, primary PID and start time) stay at these offsets in
+/// every layout version: stale-segment cleanup of any version reads them to decide whether a
+/// segment's primary is alive, and must never misread another version's header.
 #[repr(C, align(128))]
 pub struct SegmentHeader {
-    /// Written last: a process that reads [`MAGIC`] (Acquire) sees every other field initialised.
+    /// `MAGIC_PREFIX` + layout version. Written last: a process that reads [`MAGIC`] (Acquire)
+    /// sees every other field initialised.
     pub magic: AtomicU64,
     pub layout_version: u32,
-    pub endpoints: u32,
-    pub ring_capacity: u32,
-    pub _reserved: u32,
-    pub total_size: u64,
     pub primary_pid: u32,
-    pub _reserved2: u32,
     /// Start time of the primary (see `platform::ProcessId`): a PID alone can be reused.
     pub primary_start: u64,
+    pub endpoints: u32,
+    pub ring_capacity: u32,
+    pub total_size: u64,
+    pub heap_size: u64,
     /// Bumped on every attach/detach: delivery threads compare it to notice peers changing.
     pub registry_epoch: AtomicU32,
     /// Set to 1 by the primary's `close()`: the cluster is gone.
     pub closed: AtomicU32,
 }
+
+/// The first six bytes of every layout version's magic.
+pub const MAGIC_PREFIX: [u8; 6] = *b"CLSHM\0";
 
 /// Who holds an endpoint index. `owner` packs `(generation << 32) | pid`; pid 0 means free. All
 /// transitions are one CAS on that word, so two processes can never both take an index.
@@ -101,13 +117,42 @@ pub struct RingHeader {
     pub reader: ReaderLine,
 }
 
+/// In front of the object entries.
+#[repr(C, align(128))]
+pub struct ObjectTable {
+    /// Holder word (see `objects::holder_word`) of the process creating an object; 0 = free.
+    pub create_lock: AtomicU64,
+    /// Bytes of the heap handed out so far (bump allocation; objects are never freed).
+    pub heap_used: AtomicU64,
+}
+
+/// One named object. Written only under `ObjectTable::create_lock`; `state` is stored last
+/// (Release), so a reader that sees `READY` sees the rest.
+#[repr(C, align(128))]
+pub struct ObjectEntry {
+    pub state: AtomicU32,
+    pub kind: u32,
+    pub name_len: u32,
+    pub _reserved: u32,
+    /// Kind-specific parameters (semaphore: permits; region: size; map: capacity, key and value sizes).
+    pub params: [u64; 4],
+    /// Offset of the object's memory from the heap's start, and its length.
+    pub offset: u64,
+    pub size: u64,
+    pub name: [u8; MAX_NAME],
+}
+
 const _: () = {
     assert!(size_of::<SegmentHeader>() == LINE && align_of::<SegmentHeader>() == LINE);
+    assert!(std::mem::offset_of!(SegmentHeader, primary_pid) == 12);
+    assert!(std::mem::offset_of!(SegmentHeader, primary_start) == 16);
     assert!(size_of::<Registration>() == LINE);
     assert!(size_of::<Bell>() == LINE);
     assert!(size_of::<EndpointSlot>() == 3 * LINE);
     assert!(size_of::<RingHeader>() == 2 * LINE && align_of::<RingHeader>() == LINE);
     assert!(size_of::<FrameHeader>() == FRAME_HEADER);
+    assert!(size_of::<ObjectTable>() == LINE);
+    assert!(size_of::<ObjectEntry>() == 2 * LINE);
 };
 
 /// Frame kinds. The binding maps payload types onto them; the ring only needs `Wrap`.
@@ -177,6 +222,8 @@ pub struct Geometry {
     pub endpoints: u32,
     /// Bytes of each ring's data area; a power of two.
     pub ring_capacity: u32,
+    /// Bytes for named objects (semaphores, regions, maps); a multiple of the page size.
+    pub heap_size: u64,
 }
 
 /// Why a geometry is refused.
@@ -186,6 +233,8 @@ pub enum GeometryError {
     EndpointCount(u32),
     /// Not a power of two, or outside `MIN_RING..=MAX_RING`.
     RingCapacity(u32),
+    /// Not a multiple of the page size, or above `MAX_HEAP`.
+    HeapSize(u64),
     /// The segment would exceed the address space.
     TooLarge,
 }
@@ -200,16 +249,23 @@ impl std::fmt::Display for GeometryError {
                 n.saturating_sub(1)
             ),
             Self::RingCapacity(n) => write!(f, "ringSize must be a power of two in {MIN_RING}..={MAX_RING}, got {n}"),
+            Self::HeapSize(n) => write!(f, "heapSize must be a multiple of {PAGE} up to {MAX_HEAP}, got {n}"),
             Self::TooLarge => write!(f, "segment would be too large for this geometry"),
         }
     }
 }
 
 impl Geometry {
+    /// A geometry with the default heap ([`DEFAULT_HEAP`]).
     pub fn new(endpoints: u32, ring_capacity: u32) -> Result<Self, GeometryError> {
+        Self::with_heap(endpoints, ring_capacity, DEFAULT_HEAP)
+    }
+
+    pub fn with_heap(endpoints: u32, ring_capacity: u32, heap_size: u64) -> Result<Self, GeometryError> {
         let g = Geometry {
             endpoints,
             ring_capacity,
+            heap_size,
         };
         g.validate()?;
         Ok(g)
@@ -222,6 +278,9 @@ impl Geometry {
         let c = self.ring_capacity;
         if !c.is_power_of_two() || !(MIN_RING..=MAX_RING).contains(&c) {
             return Err(GeometryError::RingCapacity(c));
+        }
+        if self.heap_size % PAGE as u64 != 0 || self.heap_size > MAX_HEAP {
+            return Err(GeometryError::HeapSize(self.heap_size));
         }
         self.checked_total_size().map(|_| ()).ok_or(GeometryError::TooLarge)
     }
@@ -243,9 +302,20 @@ impl Geometry {
         let end = self.ring_headers_offset() + self.rings() * size_of::<RingHeader>();
         end.div_ceil(PAGE) * PAGE
     }
+    pub fn objects_offset(&self) -> usize {
+        self.ring_data_offset() + self.rings() * self.ring_capacity as usize
+    }
+    pub fn heap_offset(&self) -> usize {
+        self.objects_offset() + size_of::<ObjectTable>() + MAX_OBJECTS * size_of::<ObjectEntry>()
+    }
     fn checked_total_size(&self) -> Option<usize> {
         let data = (self.rings()).checked_mul(self.ring_capacity as usize)?;
-        let total = self.ring_data_offset().checked_add(data)?;
+        let objects = size_of::<ObjectTable>() + MAX_OBJECTS * size_of::<ObjectEntry>();
+        let total = self
+            .ring_data_offset()
+            .checked_add(data)?
+            .checked_add(objects)?
+            .checked_add(self.heap_size as usize)?;
         (total as u64 <= isize::MAX as u64 / 2).then_some(total)
     }
     pub fn total_size(&self) -> usize {
@@ -293,7 +363,10 @@ mod tests {
         assert!(Geometry::new(MAX_ENDPOINTS + 1, MIN_RING).is_err());
         let g = Geometry::new(3, MIN_RING).unwrap();
         assert_eq!(g.ring_data_offset() % PAGE, 0);
-        assert_eq!(g.total_size(), g.ring_data_offset() + 6 * MIN_RING as usize);
+        assert_eq!(g.objects_offset(), g.ring_data_offset() + 6 * MIN_RING as usize);
+        assert_eq!(g.total_size(), g.heap_offset() + DEFAULT_HEAP as usize);
+        assert_eq!(g.heap_offset() % LINE, 0);
+        assert!(Geometry::with_heap(3, MIN_RING, 100).is_err());
     }
 
     #[test]

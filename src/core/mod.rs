@@ -25,15 +25,19 @@
 //! Modules, bottom-up: [`platform`] (futex wait/wake, process identity), [`segment`] (the named
 //! mapping), [`layout`] (every byte of the segment), [`ring`] (one SPSC ring of frames),
 //! [`endpoint`] (the registry of who holds which index), [`outbox`] and [`inbox`] (sending and
-//! receiving for one endpoint).
+//! receiving for one endpoint), [`objects`] (named objects in the shared heap: [`semaphore`],
+//! [`map`], regions).
 
 pub mod endpoint;
 pub mod inbox;
 pub mod layout;
+pub mod map;
+pub mod objects;
 pub mod outbox;
 pub mod platform;
 pub mod ring;
 pub mod segment;
+pub mod semaphore;
 
 pub use endpoint::{Attach, AttachError, Endpoint, InitError, Shared};
 pub use inbox::{event, Batch, Budget, Inbox};

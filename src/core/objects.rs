@@ -1,0 +1,395 @@
+//! Named objects in the segment's heap: semaphores ([`super::semaphore`]), maps
+//! ([`super::map`]) and raw byte regions ([`Region`]), plus the two building blocks they share:
+//!
+//! - a **holder word** `pid | index << 32 | (generation & 0xffff) << 48` names the process that
+//!   holds a permit or a lock. It is dead when its endpoint index was given up or re-taken
+//!   (generation or PID differ) or when the process is gone (PID + start time), so a reused PID
+//!   is never mistaken for the holder. PID 0 means free.
+//! - a **robust lock**: one CAS to take it; a waiter that finds the holder dead steals it with a
+//!   CAS and learns that the state it guards may be half-written ([`Locked::Recovered`]).
+//!
+//! Objects are created on first use under the table's robust lock and never freed; using a
+//! name again with other parameters is an error.
+//!
+//! ```
+//! use cluster_shm::core::{Shared, Endpoint, Attach, objects::{self, Region}};
+//! let shared = Shared::create(1, 4096).unwrap();
+//! let me = Endpoint::attach(shared.clone(), Attach::Primary).unwrap();
+//! let r = Region::open(&me, "config", 64).unwrap();
+//! r.write(8, b"hello").unwrap();
+//! assert_eq!(r.read(8, 5).unwrap(), b"hello");
+//! assert!(Region::open(&me, "config", 128).is_err()); // same name, other size
+//! shared.close_cluster();
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::endpoint::{Endpoint, Shared};
+use super::layout::{ObjectEntry, ObjectTable, LINE, MAX_NAME, MAX_OBJECTS};
+
+/// Free, and the previous holder died holding it: the next holder is told.
+pub const RECOVERED: u64 = 1 << 63;
+
+pub fn holder_word(index: u32, generation: u32, pid: u32) -> u64 {
+    pid as u64 | ((index as u64 & 0xffff) << 32) | ((generation as u64 & 0xffff) << 48)
+}
+
+pub fn is_free(word: u64) -> bool {
+    word as u32 == 0
+}
+
+pub fn holder_pid(word: u64) -> u32 {
+    word as u32
+}
+
+/// Whether the holder named by `word` still holds its endpoint and is alive.
+pub fn holder_alive(shared: &Shared, word: u64) -> bool {
+    let index = ((word >> 32) & 0xffff) as u32;
+    if is_free(word) || index >= shared.geometry().endpoints {
+        return false;
+    }
+    let owner = shared.slot(index).registration.owner.load(Ordering::Acquire);
+    if owner as u32 != word as u32 || ((owner >> 32) & 0xffff) != word >> 48 {
+        return false;
+    }
+    shared.holder(index).is_some_and(|p| p.is_alive())
+}
+
+/// How a robust lock was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Clean,
+    /// The previous holder died holding it.
+    Recovered,
+}
+
+/// Takes the lock in `word` for `me`, stealing it from a dead holder. Spins, then yields; the
+/// locks built on it guard a few hundred nanoseconds of work, never a wait.
+pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
+    let mut spins: u32 = 0;
+    loop {
+        let cur = word.load(Ordering::Relaxed);
+        if is_free(cur) {
+            if word
+                .compare_exchange_weak(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return if cur == RECOVERED {
+                    Locked::Recovered
+                } else {
+                    Locked::Clean
+                };
+            }
+            continue;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0
+            && !holder_alive(shared, cur)
+            && word
+                .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Locked::Recovered;
+        }
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+pub fn unlock(word: &AtomicU64, me: u64) {
+    let _ = word.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+}
+
+/// What a named object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    Semaphore = 1,
+    Region = 2,
+    Map = 3,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Semaphore => "semaphore",
+            Kind::Region => "region",
+            Kind::Map => "map",
+        }
+    }
+}
+
+/// Why a named object cannot be opened or created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectError {
+    /// Empty, or longer than `MAX_NAME` bytes.
+    InvalidName,
+    /// The parameters are out of range (`what` says which).
+    InvalidParams(&'static str),
+    /// The name exists with another kind or other parameters.
+    Mismatch(String),
+    /// All `MAX_OBJECTS` entries are used.
+    TableFull,
+    /// The heap has no room for the object (`need` bytes, `free` left): raise `heapSize`.
+    NoSpace { need: u64, free: u64 },
+    /// The entry in the segment is inconsistent with the heap.
+    Corrupt,
+}
+
+impl std::fmt::Display for ObjectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidName => write!(f, "name must be 1..={MAX_NAME} bytes of UTF-8"),
+            Self::InvalidParams(what) => f.write_str(what),
+            Self::Mismatch(what) => f.write_str(what),
+            Self::TableFull => write!(f, "the cluster holds {MAX_OBJECTS} named objects already"),
+            Self::NoSpace { need, free } => write!(
+                f,
+                "the shared heap has {free} bytes left, {need} are needed (raise heapSize)"
+            ),
+            Self::Corrupt => f.write_str("the object table entry is corrupt"),
+        }
+    }
+}
+
+const READY: u32 = 1;
+
+/// An object's memory: `size` bytes at `ptr`, inside the live mapping held by `shared`.
+#[derive(Clone)]
+pub struct ObjectMemory {
+    pub shared: Arc<Shared>,
+    pub ptr: *mut u8,
+    pub size: usize,
+    pub params: [u64; 4],
+}
+
+// SAFETY: the pointer is into the shared mapping kept alive by `shared`; all accesses through it
+// are atomics or bounds-checked raw copies.
+unsafe impl Send for ObjectMemory {}
+// SAFETY: see Send.
+unsafe impl Sync for ObjectMemory {}
+
+fn table(shared: &Shared) -> &ObjectTable {
+    // SAFETY: objects_offset lies inside the validated mapping and is 128-aligned (it follows
+    // page-aligned ring data of power-of-two sizes); ObjectTable holds only atomics.
+    unsafe { &*(shared.base().add(shared.geometry().objects_offset()) as *const ObjectTable) }
+}
+
+fn entry(shared: &Shared, i: usize) -> &ObjectEntry {
+    assert!(i < MAX_OBJECTS);
+    let off = shared.geometry().objects_offset() + std::mem::size_of::<ObjectTable>();
+    // SAFETY: i < MAX_OBJECTS and the table lies inside the validated mapping; the entry's
+    // non-atomic fields are read with read_volatile copies and validated before use.
+    unsafe { &*(shared.base().add(off) as *const ObjectEntry).add(i) }
+}
+
+fn read_entry(e: &ObjectEntry) -> (u32, u32, Vec<u8>, [u64; 4], u64, u64) {
+    // SAFETY: plain integer/byte fields of a live entry; any bit pattern is a valid value.
+    unsafe {
+        let kind = std::ptr::read_volatile(&e.kind);
+        let len = (std::ptr::read_volatile(&e.name_len) as usize).min(MAX_NAME);
+        let name = std::ptr::read_volatile(&e.name)[..len].to_vec();
+        (
+            e.state.load(Ordering::Acquire),
+            kind,
+            name,
+            std::ptr::read_volatile(&e.params),
+            std::ptr::read_volatile(&e.offset),
+            std::ptr::read_volatile(&e.size),
+        )
+    }
+}
+
+/// Finds `name`, or creates it with `size` bytes initialised by `init` (which must write every
+/// byte: the memory may hold the remains of a creator that died).
+pub fn open_or_create(
+    ep: &Endpoint,
+    kind: Kind,
+    name: &str,
+    params: [u64; 4],
+    size: u64,
+    init: impl FnOnce(*mut u8, usize),
+) -> Result<ObjectMemory, ObjectError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(ObjectError::InvalidName);
+    }
+    let shared = ep.shared();
+    if let Some(found) = find(shared, kind, name, params)? {
+        return Ok(found);
+    }
+    let t = table(shared);
+    let me = ep.holder_word();
+    lock(shared, &t.create_lock, me);
+    let result = (|| {
+        if let Some(found) = find(shared, kind, name, params)? {
+            return Ok(found);
+        }
+        let i = (0..MAX_OBJECTS)
+            .find(|&i| entry(shared, i).state.load(Ordering::Acquire) != READY)
+            .ok_or(ObjectError::TableFull)?;
+        let heap = shared.geometry().heap_size;
+        let used = t.heap_used.load(Ordering::Acquire).min(heap);
+        let offset = used.div_ceil(LINE as u64) * LINE as u64;
+        let free = heap.saturating_sub(offset);
+        if size > free {
+            return Err(ObjectError::NoSpace { need: size, free });
+        }
+        // SAFETY: offset + size <= heap_size and the heap lies inside the validated mapping.
+        let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
+        init(ptr, size as usize);
+        let e = entry(shared, i);
+        let mut name_buf = [0u8; MAX_NAME];
+        name_buf[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: the entry is not READY, so no process reads its plain fields, and the create
+        // lock makes us its only writer; the writes are plain stores into the mapping.
+        unsafe {
+            let e = e as *const ObjectEntry as *mut ObjectEntry;
+            std::ptr::write_volatile(&mut (*e).kind, kind as u32);
+            std::ptr::write_volatile(&mut (*e).name_len, name.len() as u32);
+            std::ptr::write_volatile(&mut (*e).name, name_buf);
+            std::ptr::write_volatile(&mut (*e).params, params);
+            std::ptr::write_volatile(&mut (*e).offset, offset);
+            std::ptr::write_volatile(&mut (*e).size, size);
+        }
+        t.heap_used.store(offset + size, Ordering::Release);
+        e.state.store(READY, Ordering::Release);
+        Ok(ObjectMemory {
+            shared: shared.clone(),
+            ptr,
+            size: size as usize,
+            params,
+        })
+    })();
+    unlock(&t.create_lock, me);
+    result
+}
+
+fn find(shared: &Arc<Shared>, kind: Kind, name: &str, params: [u64; 4]) -> Result<Option<ObjectMemory>, ObjectError> {
+    let heap = shared.geometry().heap_size;
+    for i in 0..MAX_OBJECTS {
+        let (state, k, n, p, offset, size) = read_entry(entry(shared, i));
+        if state != READY || n != name.as_bytes() {
+            continue;
+        }
+        if k != kind as u32 {
+            let other = [Kind::Semaphore, Kind::Region, Kind::Map]
+                .into_iter()
+                .find(|x| *x as u32 == k)
+                .map_or("unknown object", |x| x.name());
+            return Err(ObjectError::Mismatch(format!(
+                "\"{name}\" is a {other}, not a {}",
+                kind.name()
+            )));
+        }
+        if p != params {
+            return Err(ObjectError::Mismatch(format!(
+                "{} \"{name}\" exists with other parameters",
+                kind.name()
+            )));
+        }
+        if offset.checked_add(size).is_none_or(|end| end > heap) {
+            return Err(ObjectError::Corrupt);
+        }
+        // SAFETY: offset + size <= heap_size (checked above) inside the validated mapping.
+        let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
+        return Ok(Some(ObjectMemory {
+            shared: shared.clone(),
+            ptr,
+            size: size as usize,
+            params,
+        }));
+    }
+    Ok(None)
+}
+
+/// Calls `f` with the memory of every object of `kind` (for recovery sweeps).
+pub fn for_each(shared: &Arc<Shared>, kind: Kind, mut f: impl FnMut(ObjectMemory)) {
+    let heap = shared.geometry().heap_size;
+    for i in 0..MAX_OBJECTS {
+        let (state, k, _, params, offset, size) = read_entry(entry(shared, i));
+        if state == READY && k == kind as u32 && offset.checked_add(size).is_some_and(|end| end <= heap) {
+            // SAFETY: bounds checked above.
+            let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
+            f(ObjectMemory {
+                shared: shared.clone(),
+                ptr,
+                size: size as usize,
+                params,
+            });
+        }
+    }
+}
+
+/// A named range of raw shared bytes. Reads and writes are bounds-checked copies; they are not
+/// atomic with respect to each other (guard multi-byte updates with a semaphore).
+pub struct Region {
+    mem: ObjectMemory,
+}
+
+/// An access outside a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfBounds {
+    pub offset: u64,
+    pub len: u64,
+    pub size: u64,
+}
+
+impl std::fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes at offset {} is outside the region of {} bytes",
+            self.len, self.offset, self.size
+        )
+    }
+}
+
+impl Region {
+    pub fn open(ep: &Endpoint, name: &str, size: u64) -> Result<Region, ObjectError> {
+        if size == 0 || size > ep.geometry().heap_size {
+            return Err(ObjectError::InvalidParams("size must be 1..=heapSize bytes"));
+        }
+        let init = |p: *mut u8, n: usize| {
+            // SAFETY: `open_or_create` hands us `n` writable bytes inside the mapping.
+            unsafe { std::ptr::write_bytes(p, 0, n) }
+        };
+        Ok(Region {
+            mem: open_or_create(ep, Kind::Region, name, [size, 0, 0, 0], size, init)?,
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.mem.size
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<usize, OutOfBounds> {
+        let size = self.mem.size as u64;
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= size => Ok(offset as usize),
+            _ => Err(OutOfBounds {
+                offset,
+                len: len as u64,
+                size,
+            }),
+        }
+    }
+
+    pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), OutOfBounds> {
+        let at = self.check(offset, bytes.len())?;
+        // SAFETY: [at, at + len) is inside the region (checked), which is inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.ptr.add(at), bytes.len()) };
+        Ok(())
+    }
+
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, OutOfBounds> {
+        let at = self.check(offset, len)?;
+        let mut v = vec![0u8; len];
+        // SAFETY: as in write; the destination is a fresh Vec of `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.mem.ptr.add(at), v.as_mut_ptr(), len) };
+        Ok(v)
+    }
+}
