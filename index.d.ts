@@ -25,6 +25,12 @@ export type ErrorCode =
   | 'ERR_SUBSCRIBED'
   | 'ERR_TIMEOUT'
   | 'ERR_CORRUPT'
+  | 'ERR_ABORTED'
+  | 'ERR_MISMATCH'
+  | 'ERR_NOT_HELD'
+  | 'ERR_MAP_FULL'
+  | 'ERR_NOT_A_NUMBER'
+  | 'ERR_OUT_OF_BOUNDS'
   | 'ERR_INTERNAL'
 
 export declare class ClusterShmError extends Error {
@@ -71,6 +77,8 @@ export interface MasterOptions {
   ringSize?: number
   /** Microseconds the delivery thread spins before sleeping (latency vs one busy core). Default 0. */
   spinMicros?: number
+  /** Bytes for named semaphores, regions and maps (a multiple of 4096). Default 4 MiB. */
+  heapSize?: number
 }
 
 export interface WorkerOptions {
@@ -111,6 +119,14 @@ export declare class Bus extends EventEmitter {
   peers(): Address[]
   /** Detaches (the primary also removes the segment and tells the workers). Idempotent. */
   close(): void
+  /** The named cross-process semaphore, created on first use with `permits` (default 1). */
+  semaphore(name: string, options?: { permits?: number }): Semaphore
+  /** Runs `fn` holding the named mutex (a semaphore of one permit); releases it when `fn` settles. */
+  lock<T>(name: string, fn: (permit: Permit) => T | Promise<T>, options?: AcquireOptions): Promise<T>
+  /** The named region of `size` shared bytes, created zeroed on first use. */
+  region(name: string, size: number): Region
+  /** The named shared map, created on first use. */
+  map(name: string, options?: MapOptions): SharedMap
 
   on(event: 'message', listener: (message: Message) => void): this
   on(event: 'attach' | 'detach', listener: (index: Address) => void): this
@@ -128,3 +144,69 @@ export declare class Bus extends EventEmitter {
 export declare function masterInit(options?: MasterOptions): Bus
 /** Attaches this process (a cluster worker, or any process given `name`) to the segment. */
 export declare function workerInit(options?: WorkerOptions): Bus
+
+export interface AcquireOptions {
+  /** Milliseconds to wait before rejecting with ERR_TIMEOUT (0: only if free now). */
+  timeout?: number
+  /** Rejects with ERR_ABORTED when aborted; no permit stays taken. */
+  signal?: AbortSignal
+}
+
+export declare class Permit {
+  private constructor()
+  /** True when the previous holder died (or detached) holding this permit: what it guarded may be half-written. */
+  readonly recovered: boolean
+  /** Gives the permit back. Idempotent. */
+  release(): void
+}
+
+export declare class Semaphore {
+  private constructor()
+  readonly name: string
+  readonly permits: number
+  /** Permits free now. */
+  readonly available: number
+  /** Permits this process holds. */
+  readonly held: number
+  /** Whether the permit taken by the last successful tryAcquire() was recovered. */
+  readonly recovered: boolean
+  /** Takes a permit now if one is free. */
+  tryAcquire(): boolean
+  acquire(options?: AcquireOptions): Promise<Permit>
+  /** Gives back one permit this process holds (ERR_NOT_HELD if none). */
+  release(): void
+}
+
+export declare class Region {
+  private constructor()
+  readonly size: number
+  write(offset: number, bytes: Uint8Array): void
+  read(offset: number, length: number): Buffer
+}
+
+export interface MapOptions {
+  /** Most keys the map holds (default 1024). */
+  capacity?: number
+  /** Longest key in UTF-8 bytes (default 64). */
+  maxKeyBytes?: number
+  /** Longest encoded value in bytes (default 256; a number takes 8). */
+  maxValueBytes?: number
+}
+
+export declare class SharedMap {
+  private constructor()
+  readonly capacity: number
+  readonly maxKeyBytes: number
+  readonly maxValueBytes: number
+  /** Keys held now. */
+  readonly size: number
+  get(key: string): any
+  has(key: string): boolean
+  set(key: string, value: Payload): this
+  delete(key: string): boolean
+  /** Atomically adds `by` (default 1) to the number at `key` (absent counts as 0); returns the new value. */
+  increment(key: string, by?: number): number
+  /** Sets `key` to `value` if it currently equals `expected` (undefined = absent; value undefined deletes). */
+  compareAndSet(key: string, expected: Payload | undefined, value: Payload | undefined): boolean
+  keys(): string[]
+}

@@ -15,14 +15,13 @@ function declarations() {
   const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(file))
   const exports = checker.getExportsOfModule(moduleSymbol)
   const values = exports.filter((s) => s.flags & (ts.SymbolFlags.Value)).map((s) => s.name)
-  const bus = exports.find((s) => s.name === 'Bus')
-  const members = [...bus.members.keys()].filter((k) => k !== '__constructor')
-  return { values, members }
+  const membersOf = (name) => [...exports.find((s) => s.name === name).members.keys()].filter((k) => k !== '__constructor')
+  return { values, members: membersOf('Bus'), membersOf }
 }
 
 test('index.d.ts declares exactly the values index.js exports', (t) => {
   const { values } = declarations()
-  t.deepEqual(new Set(values), new Set(Object.keys(api)))
+  t.deepEqual([...values].sort(), Object.keys(api).sort())
   t.is(api.PRIMARY, -1)
   t.is(api.SEGMENT_ENV, 'CLUSTER_SHM_SEGMENT')
 })
@@ -40,4 +39,26 @@ test('usage.ts type-checks under --strict, with errors exactly where expected', 
   const program = ts.createProgram([file], { strict: true, noEmit: true, types: ['node'], esModuleInterop: true })
   const diagnostics = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
   t.deepEqual(diagnostics, [])
+})
+
+test('Semaphore, Permit, Region and SharedMap: declared members match real instances', async (t) => {
+  const { membersOf } = declarations()
+  const bus = api.masterInit({ workers: 1, ringSize: 4096 })
+  try {
+    const sem = bus.semaphore('types')
+    const instances = {
+      Semaphore: sem,
+      Permit: await sem.acquire(),
+      Region: bus.region('types', 16),
+      SharedMap: bus.map('types'),
+    }
+    for (const [name, obj] of Object.entries(instances)) {
+      const runtime = new Set([...Object.getOwnPropertyNames(Object.getPrototypeOf(obj)), ...Object.keys(obj)].filter((k) => k !== 'constructor'))
+      const declared = membersOf(name)
+      for (const m of declared) t.true(runtime.has(m), `${name}.${m} is declared but missing at runtime`)
+      for (const m of runtime) t.true(declared.includes(m), `${name}.${m} exists at runtime but is not declared`)
+    }
+  } finally {
+    bus.close()
+  }
 })

@@ -15,7 +15,16 @@ primary.on('lost', (e) => void e.reason)
 const peers: number[] = primary.peers()
 const n: number = primary.workers + primary.maxWrite + primary.ringSize + primary.queued + primary.index
 const code: ErrorCode = new ClusterShmError('ERR_CLOSED', 'x').code
-void [ok, sent, count, msg, peers, n, code]
+const sem = primary.semaphore('jobs', { permits: 3 })
+const permit: Promise<boolean> = sem.acquire({ timeout: 10, signal: AbortSignal.timeout(5) }).then((p) => p.recovered)
+const locked: Promise<number> = primary.lock('m', async (p) => (p.recovered ? 1 : 2))
+const region = primary.region('r', 64)
+region.write(0, Buffer.from('x'))
+const bytes: Buffer = region.read(0, 1)
+const map = primary.map('m', { capacity: 10, maxKeyBytes: 16, maxValueBytes: 32 })
+const hits: number = map.set('a', 1).increment('a')
+const swapped: boolean = map.compareAndSet('a', 2, undefined)
+void [ok, sent, count, msg, peers, n, code, permit, locked, bytes, hits, swapped, sem.tryAcquire(), sem.available]
 worker.close()
 primary.close()
 
@@ -29,6 +38,10 @@ primary.subscribe('topic')
 primary.index = 3
 // @ts-expect-error not an error code
 const bad: ErrorCode = 'ERR_NOPE'
+// @ts-expect-error map keys are strings
+map.get(1)
+// @ts-expect-error lock needs a function
+primary.lock('m')
 // @ts-expect-error Bus is made by masterInit/workerInit, not new
 new Bus()
 void bad
