@@ -49,8 +49,8 @@ test('Semaphore, Permit, Region and SharedMap: declared members match real insta
     const instances = {
       Semaphore: sem,
       Permit: await sem.acquire(),
-      Region: bus.region('types', 16),
-      SharedMap: bus.map('types'),
+      Region: bus.region('types-region', 16),
+      SharedMap: bus.map('types-map'),
     }
     for (const [name, obj] of Object.entries(instances)) {
       const runtime = new Set([...Object.getOwnPropertyNames(Object.getPrototypeOf(obj)), ...Object.keys(obj)].filter((k) => k !== 'constructor'))
