@@ -27,13 +27,20 @@ export declare class NativeBus {
   writeString(to: number, data: string): boolean
   /**
    * Queues a message for the sender thread. Resolves with null once it is in the receiver's
-   * ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`).
+   * ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`,
+   * `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to` now, not for
+   * whoever holds the index later (broadcast, publish, requests).
    */
-  sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs?: number | undefined | null): Promise<string | null>
+  sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs: number | undefined | null, bound: boolean): Promise<string | null>
   /** Indices held by a live attachment (this one included), primary last. */
   attached(): Array<number>
   /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */
   processExited(pid: number): Array<number>
+  /** Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern). */
+  topicSubscribe(topic: string): void
+  topicUnsubscribe(topic: string): void
+  /** Attached processes subscribed to `topic` (directly or by pattern), this one included. */
+  topicTargets(topic: string): Array<number>
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

@@ -18,6 +18,9 @@ const SEGMENT_ENV = 'CLUSTER_SHM_SEGMENT'
 const BYTES = 1
 const UTF8 = 2
 const VALUE = 3
+const TOPIC = 5 // [kind u8][topic length u8][topic][data]
+const REQUEST = 6 // [id u32][kind u8][0 u8][method length u16][method][data]
+const RESPONSE = 7 // [id u32][kind u8][status u8: 0 ok, 1 error][0 u16][data]
 const PEER_UP = 16
 const PEER_DOWN = 17
 const LOST = 18
@@ -41,6 +44,44 @@ const fail = (code, message) => {
 }
 
 const RESOLVED = Promise.resolve()
+
+/** The error a request handler threw, carried back to the requester. */
+class RemoteError extends Error {
+  constructor(message, code, from) {
+    super(message)
+    this.name = 'RemoteError'
+    this.code = code
+    this.from = from
+  }
+}
+
+/** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
+function* topicPatterns(topic) {
+  yield topic
+  for (let i = topic.lastIndexOf('.'); i >= 0; i = topic.lastIndexOf('.', i - 1)) yield `${topic.slice(0, i + 1)}*`
+  yield '*'
+}
+
+function bytesOf(payload) {
+  return typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+}
+
+function requestEnvelope(id, kind, method, payload) {
+  const m = Buffer.from(method, 'utf8')
+  const head = Buffer.alloc(8)
+  head.writeUInt32LE(id, 0)
+  head[4] = kind
+  head.writeUInt16LE(m.length, 6)
+  return Buffer.concat([head, m, bytesOf(payload)])
+}
+
+function responseEnvelope(id, kind, status, payload) {
+  const head = Buffer.alloc(8)
+  head.writeUInt32LE(id, 0)
+  head[4] = kind
+  head[5] = status
+  return Buffer.concat([head, bytesOf(payload)])
+}
 
 function isUint8(data) {
   return data instanceof Uint8Array && (data.constructor === Uint8Array || Buffer.isBuffer(data))
@@ -93,8 +134,11 @@ class Bus extends EventEmitter {
   #objects = new Map() // name -> Semaphore | Region | SharedMap opened through this bus
   #spin
   #delivering = false
-  #loopback = [] // messages this process sent to itself
-  #loopbackScheduled = false
+  #queue = [] // plain messages waiting for read() or the next 'message' listener
+  #topics = new Map() // topic or pattern -> Set of callbacks
+  #handlers = new Map() // method ('' = respond()) -> handler
+  #pending = new Map() // request id -> { to, settle }
+  #nextRequest = 0
   #polled = null // batch being handed out by read()
   #polledAt = 0
   #cleanup = []
@@ -108,15 +152,15 @@ class Bus extends EventEmitter {
     const onExit = () => this.close()
     process.on('exit', onExit)
     this.#cleanup.push(() => process.off('exit', onExit))
-    // Delivery runs while somebody listens for messages (subscribe() or on('message')).
+    // Delivery runs while anything needs incoming records: 'message' listeners, topic
+    // callbacks, request handlers, pending requests.
     this.on('newListener', (event) => {
-      if (event === 'message' && !this.#delivering && !this.closed) this.#startDelivery()
+      if (event !== 'message') return
+      this.#update(1)
+      if (this.#queue.length > 0) setImmediate(() => this.#drainQueue())
     })
     this.on('removeListener', (event) => {
-      if (event === 'message' && this.listenerCount('message') === 0 && this.#delivering) {
-        this.#delivering = false
-        this.#native.stop()
-      }
+      if (event === 'message') this.#update()
     })
   }
 
@@ -153,7 +197,7 @@ class Bus extends EventEmitter {
 
   /** Validates an address; returns the native index, or -2 for this process itself. */
   #target(to) {
-    if (this.closed) fail('ERR_CLOSED', 'the bus is closed')
+    if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
     if (typeof to !== 'number' || !Number.isInteger(to)) fail('ERR_INVALID_ARG', `address must be an integer worker index or PRIMARY, got ${typeof to === 'number' ? to : typeof to}`)
     if (to !== PRIMARY && (to < 0 || to >= this.#primary)) fail('ERR_INDEX_OUT_OF_RANGE', `address ${to} is out of range: workers are 0..${this.#primary - 1}, or PRIMARY`)
     const n = to === PRIMARY ? this.#primary : to
@@ -181,14 +225,18 @@ class Bus extends EventEmitter {
       if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
       const t = this.#target(to)
       const [kind, payload] = encode(data)
-      return this.#send(t, kind, payload, timeout)
+      if (t === -2) return this.#loop(kind, payload), RESOLVED
+      return this.#send(t, kind, payload, timeout, false)
     } catch (err) {
       return Promise.reject(err)
     }
   }
 
-  #send(t, kind, payload, timeout) {
-    if (t === -2) return this.#loop(kind, payload), RESOLVED
+  /**
+   * Writes now if the ring has room, else queues on the sender thread. `bound`: for the process
+   * holding `t` now (broadcast, publish, requests), rejected with ERR_PEER_GONE if it leaves.
+   */
+  #send(t, kind, payload, timeout, bound) {
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
       // Short strings go straight from the JS string into the ring.
@@ -198,9 +246,21 @@ class Bus extends EventEmitter {
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {
       return RESOLVED
     }
-    return this.#native.sendQueued(t, kind, payload, timeout).then((code) => {
+    return this.#native.sendQueued(t, kind, payload, timeout, bound).then((code) => {
       if (code) fail(code, code === 'ERR_TIMEOUT' ? `no room in the ring to ${this.#toPublic(t)} within ${timeout} ms` : `send to ${this.#toPublic(t)} failed: ${code}`)
     })
+  }
+
+  /** Sends to each of `targets`; resolves with how many processes got it (those that left do not count). */
+  #fanOut(targets, kind, payload, timeout) {
+    if (typeof payload === 'string' && targets.length > 1) payload = Buffer.from(payload, 'utf8') // encode once
+    let n = targets.length
+    const pending = []
+    for (const t of targets) {
+      const p = this.#send(t, kind, payload, timeout, true)
+      if (p !== RESOLVED) pending.push(p.catch((err) => { if (err.code === 'ERR_PEER_GONE') n--; else throw err }))
+    }
+    return pending.length === 0 ? Promise.resolve(n) : Promise.all(pending).then(() => n)
   }
 
   /**
@@ -211,18 +271,9 @@ class Bus extends EventEmitter {
     try {
       const { timeout } = checkOptions(options, 'options')
       if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
-      if (this.closed) fail('ERR_CLOSED', 'the bus is closed')
-      let [kind, payload] = encode(data)
-      const me = this.#self
-      const targets = this.#native.attached().filter((i) => i !== me)
-      if (kind === UTF8 && targets.length > 1) payload = Buffer.from(payload, 'utf8') // encode once
-      const pending = []
-      for (const t of targets) {
-        const p = this.#send(t, kind, payload, timeout)
-        if (p !== RESOLVED) pending.push(p)
-      }
-      const n = targets.length
-      return pending.length === 0 ? Promise.resolve(n) : Promise.all(pending).then(() => n)
+      if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+      const [kind, payload] = encode(data)
+      return this.#fanOut(this.#native.attached().filter((i) => i !== this.#self), kind, payload, timeout)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -234,71 +285,197 @@ class Bus extends EventEmitter {
     return this.#native.attached().filter((i) => i !== me).map((i) => this.#toPublic(i))
   }
 
-  /** Pulls the next message ({ from, data }) or null. Not while a subscription is active. */
+  /** Pulls the next message ({ from, data }) or null. Not while 'message' listeners exist. */
   read() {
-    if (this.closed) fail('ERR_CLOSED', 'the bus is closed')
-    if (this.#delivering) fail('ERR_SUBSCRIBED', 'read() cannot be used while a subscription delivers messages')
-    if (this.#loopback.length > 0) return this.#loopback.shift()
+    if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+    if (this.listenerCount('message') > 0) fail('ERR_SUBSCRIBED', 'read() cannot be used while a subscription delivers messages')
+    if (this.#queue.length > 0) return this.#queue.shift()
+    if (this.#delivering) return null // topics or requests keep delivery running: plain messages arrive in #queue
     for (;;) {
       if (this.#polled === null || this.#polledAt >= this.#polled.length) {
-        this.#polled = this.#native.poll(256)
+        // One record per poll: the next poll commits exactly what was handed out.
+        this.#polled = this.#native.poll(1)
         this.#polledAt = 0
-        if (this.#polled === null) return null
+        if (this.#polled === null) return this.#queue.length > 0 ? this.#queue.shift() : null
       }
-      const msg = this.#record(this.#polled)
-      if (msg !== null) return msg
+      this.#handle(this.#polled)
+      if (this.#queue.length > 0) return this.#queue.shift()
     }
   }
 
-  /** Parses the record at #polledAt; returns a message, or null after emitting an event. */
-  #record(batch) {
-    const at = this.#polledAt
-    const from = batch.readUInt16LE(at)
-    const kind = batch[at + 2]
-    const len = batch.readUInt32LE(at + 4)
-    const start = at + RECORD_HEADER
-    this.#polledAt = start + len
-    if (kind <= VALUE) return { from: this.#toPublic(from), data: decode(kind, batch, start, start + len) }
-    this.#event(kind, this.#toPublic(from), len === 4 ? batch.readUInt32LE(start) : 0)
-    return null
-  }
-
-  #event(kind, from, value) {
-    if (kind === PEER_UP) this.emit('attach', from)
-    else if (kind === PEER_DOWN) this.emit('detach', from)
-    else if (kind === LOST) this.emit('lost', { from, count: value, reason: 'incomplete' })
-    else if (kind === CORRUPT) this.emit('lost', { from, bytes: value, reason: 'corrupt' })
-    else if (kind === CLOSED) this.emit('shutdown')
-  }
-
-  /** Calls `callback({ from, data })` for every message; returns a handle with unsubscribe(). */
-  subscribe(callback) {
+  /**
+   * subscribe(callback): every plain message, as `callback({ from, data })`.
+   * subscribe(topic, callback): messages published to `topic` (a trailing `*` matches every
+   * topic with that prefix), as `callback({ from, topic, data })`; visible to publishers on return.
+   * Returns a handle with unsubscribe().
+   */
+  subscribe(topic, callback) {
+    if (typeof topic === 'function' && callback === undefined) {
+      if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+      const cb = topic
+      this.on('message', cb)
+      return { unsubscribe: () => void this.off('message', cb) }
+    }
+    if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
     if (typeof callback !== 'function') fail('ERR_INVALID_ARG', 'callback must be a function')
-    if (this.closed) fail('ERR_CLOSED', 'the bus is closed')
-    this.on('message', callback)
-    return { unsubscribe: () => void this.off('message', callback) }
-  }
-
-  #startDelivery() {
-    this.#delivering = true
-    if (this.#polled !== null) {
-      // Hand out what read() had polled before delivery takes over.
-      const batch = this.#polled
-      this.#polled = null
-      queueMicrotask(() => this.#dispatch(batch, this.#polledAt))
+    if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+    let set = this.#topics.get(topic)
+    if (set === undefined) {
+      this.#native.topicSubscribe(topic)
+      set = new Set()
+      this.#topics.set(topic, set)
     }
-    this.#native.start((batch) => this.#dispatch(batch, 0), this.#spin)
-    if (this.#loopback.length > 0) this.#scheduleLoopback()
+    const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
+    set.add(entry)
+    this.#update()
+    let active = true
+    return {
+      unsubscribe: () => {
+        if (!active) return
+        active = false
+        set.delete(entry)
+        if (set.size === 0 && this.#topics.get(topic) === set) {
+          this.#topics.delete(topic)
+          if (!this.#closed) this.#native.topicUnsubscribe(topic)
+        }
+        this.#update()
+      },
+    }
   }
 
-  /** Runs one batch. Listener errors are rethrown after the batch, so the batch is acknowledged. */
+  /**
+   * Delivers `data` to every process subscribed to `topic` (this one included), and to no other.
+   * Resolves with the number of processes it reached.
+   */
+  publish(topic, data, options) {
+    try {
+      const { timeout } = checkOptions(options, 'options')
+      if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
+      if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+      if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+      const targets = this.#native.topicTargets(topic)
+      const [kind, payload] = encode(data)
+      const topicBytes = Buffer.from(topic, 'utf8')
+      const head = Buffer.allocUnsafe(2)
+      head[0] = kind
+      head[1] = topicBytes.length
+      const envelope = Buffer.concat([head, topicBytes, typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload])
+      const self = targets.indexOf(this.#self)
+      if (self >= 0) {
+        targets.splice(self, 1)
+        this.#later(() => this.#handleTopic(this.#self, envelope, 0, envelope.length))
+      }
+      return this.#fanOut(targets, TOPIC, envelope, timeout).then((n) => n + (self >= 0 ? 1 : 0))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /**
+   * Sends `data` to `to` and resolves with the answer of its handler (respond() or
+   * handle(method)). Rejects with the handler's error (its message and code), or with
+   * ERR_NOT_ATTACHED, ERR_PEER_GONE (it left before answering), ERR_TIMEOUT (default 30 s),
+   * ERR_ABORTED. Nothing is left behind after any outcome.
+   */
+  request(to, data, options) {
+    try {
+      const { timeout = 30000, signal, method = '' } = checkOptions(options, 'options')
+      checkInt('timeout', timeout, 0, 2 ** 31 - 1)
+      if (typeof method !== 'string' || Buffer.byteLength(method) > 65535) fail('ERR_INVALID_ARG', 'method must be a string')
+      if (signal !== undefined && !(signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+      const t = this.#target(to)
+      const [kind, payload] = encode(data)
+      if (signal?.aborted) fail('ERR_ABORTED', 'the request was aborted')
+      if (t !== -2 && !this.#native.attached().includes(t)) fail('ERR_NOT_ATTACHED', `no process is attached at ${to}`)
+      const id = (this.#nextRequest = (this.#nextRequest + 1) >>> 0)
+      return new Promise((resolve, reject) => {
+        let timer
+        const onAbort = () => settle(new ClusterShmError('ERR_ABORTED', 'the request was aborted'))
+        const settle = (err, value) => {
+          if (!this.#pending.delete(id)) return
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          this.#update()
+          if (err) reject(err)
+          else resolve(value)
+        }
+        this.#pending.set(id, { to: t, settle })
+        timer = setTimeout(() => settle(new ClusterShmError('ERR_TIMEOUT', `no answer from ${to} within ${timeout} ms`)), timeout)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.#update()
+        const envelope = requestEnvelope(id, kind, method, payload)
+        if (t === -2) return this.#later(() => this.#handleRequest(this.#self, envelope, 0, envelope.length))
+        this.#send(t, REQUEST, envelope, undefined, true).then(undefined, (err) => settle(err))
+      })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /**
+   * Asks every other attached process; never rejects for a process that fails: resolves with
+   * `{ answers: [{ from, data }], failures: [{ from, code, message }] }`.
+   */
+  requestAll(data, options) {
+    try {
+      const targets = this.peers()
+      const results = targets.map((to) =>
+        this.request(to, data, options).then(
+          (value) => ({ from: to, data: value }),
+          (err) => ({ from: to, code: err.code ?? 'ERR_REMOTE', message: err.message, failed: true }),
+        ),
+      )
+      return Promise.all(results).then((all) => ({
+        answers: all.filter((r) => !r.failed),
+        failures: all.filter((r) => r.failed).map(({ failed, ...r }) => r),
+      }))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Answers requests without a method: `handler(data, { from })` returns the answer (or a promise of it). */
+  respond(handler) {
+    return this.handle('', handler)
+  }
+
+  /** Answers requests sent with `{ method }`. Returns a handle with unsubscribe(). */
+  handle(method, handler) {
+    if (typeof method !== 'string') fail('ERR_INVALID_ARG', 'method must be a string')
+    if (typeof handler !== 'function') fail('ERR_INVALID_ARG', 'handler must be a function')
+    if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
+    this.#handlers.set(method, handler)
+    this.#update()
+    return {
+      unsubscribe: () => {
+        if (this.#handlers.get(method) === handler) this.#handlers.delete(method)
+        this.#update()
+      },
+    }
+  }
+
+  #update(extraListeners = 0) {
+    const want = !this.#closed && (this.listenerCount('message') + extraListeners > 0 || this.#topics.size > 0 || this.#handlers.size > 0 || this.#pending.size > 0)
+    if (want && !this.#delivering) {
+      this.#delivering = true
+      const rest = this.#polled // what read() had polled but not handed out yet, first
+      this.#polled = null
+      if (rest !== null) this.#dispatch(rest, this.#polledAt)
+      this.#native.start((batch) => this.#dispatch(batch, 0), this.#spin)
+    } else if (!want && this.#delivering) {
+      this.#delivering = false
+      this.#native.stop()
+    }
+  }
+
+  /** Handles every record of a batch. Listener errors are rethrown after it, so the batch is acknowledged. */
   #dispatch(batch, at) {
+    if (this.#closed) return // left in the ring for the next holder of this index: not committed
     let error = null
     this.#polledAt = at
     while (this.#polledAt < batch.length) {
       try {
-        const msg = this.#record(batch)
-        if (msg !== null) this.emit('message', msg)
+        this.#handle(batch)
       } catch (err) {
         error ??= err
       }
@@ -306,20 +483,121 @@ class Bus extends EventEmitter {
     if (error !== null) process.nextTick(() => { throw error })
   }
 
-  #loop(kind, payload) {
-    const data = kind === BYTES ? Buffer.from(payload) : kind === VALUE ? v8.deserialize(payload) : payload
-    this.#loopback.push({ from: this.index, data })
-    if (this.#delivering) this.#scheduleLoopback()
+  /** Handles the record at #polledAt. */
+  #handle(batch) {
+    const at = this.#polledAt
+    const from = batch.readUInt16LE(at)
+    const kind = batch[at + 2]
+    const len = batch.readUInt32LE(at + 4)
+    const start = at + RECORD_HEADER
+    const end = start + len
+    this.#polledAt = end
+    if (kind <= VALUE) this.#message({ from: this.#toPublic(from), data: decode(kind, batch, start, end) })
+    else if (kind === TOPIC) this.#handleTopic(from, batch, start, end)
+    else if (kind === REQUEST) this.#handleRequest(from, batch, start, end)
+    else if (kind === RESPONSE) this.#handleResponse(from, batch, start, end)
+    else this.#event(kind, from, len === 4 ? batch.readUInt32LE(start) : 0)
   }
 
-  #scheduleLoopback() {
-    if (this.#loopbackScheduled) return
-    this.#loopbackScheduled = true
+  #message(msg) {
+    if (this.listenerCount('message') > 0 && this.#queue.length === 0) this.emit('message', msg)
+    else this.#queue.push(msg)
+  }
+
+  #drainQueue() {
+    while (this.#queue.length > 0 && this.listenerCount('message') > 0) this.emit('message', this.#queue.shift())
+  }
+
+  #event(kind, from, value) {
+    const address = this.#toPublic(from)
+    if (kind === PEER_UP) this.emit('attach', address)
+    else if (kind === PEER_DOWN) {
+      for (const [, p] of this.#pending) if (p.to === from) p.settle(new ClusterShmError('ERR_PEER_GONE', `${address} left before answering`))
+      this.emit('detach', address)
+    } else if (kind === LOST) this.emit('lost', { from: address, count: value, reason: 'incomplete' })
+    else if (kind === CORRUPT) this.emit('lost', { from: address, bytes: value, reason: 'corrupt' })
+    else if (kind === CLOSED) this.emit('shutdown')
+  }
+
+  #handleTopic(from, b, start, end) {
+    const kind = b[start]
+    const topicEnd = start + 2 + b[start + 1]
+    const topic = b.toString('utf8', start + 2, topicEnd)
+    const callbacks = []
+    for (const name of topicPatterns(topic)) {
+      const set = this.#topics.get(name)
+      if (set !== undefined) callbacks.push(...set)
+    }
+    if (callbacks.length === 0) return // unsubscribed while it was in flight
+    const msg = { from: this.#toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
+    let error = null
+    for (const { callback } of callbacks) {
+      try {
+        callback(msg)
+      } catch (err) {
+        error ??= err
+      }
+    }
+    if (error !== null) throw error
+  }
+
+  #handleRequest(from, b, start, end) {
+    const id = b.readUInt32LE(start)
+    const kind = b[start + 4]
+    const methodEnd = start + 8 + b.readUInt16LE(start + 6)
+    const method = b.toString('utf8', start + 8, methodEnd)
+    const handler = this.#handlers.get(method) ?? (method === '' ? undefined : this.#handlers.get('*'))
+    const reply = (status, value) => {
+      if (this.#closed) return
+      let envelope
+      try {
+        const [k, payload] = encode(value)
+        envelope = responseEnvelope(id, k, status, payload)
+      } catch (err) {
+        envelope = responseEnvelope(id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
+      }
+      if (from === this.#self) return this.#later(() => this.#handleResponse(from, envelope, 0, envelope.length))
+      this.#send(from, RESPONSE, envelope, undefined, true).catch(() => {}) // the requester left: nobody to tell
+    }
+    if (handler === undefined) return reply(1, { message: `no handler for ${method === '' ? 'requests' : `method "${method}"`} at ${this.index}`, code: 'ERR_NO_HANDLER' })
+    let data
+    try {
+      data = decode(kind, b, methodEnd, end)
+    } catch (err) {
+      return reply(1, { message: err.message, code: 'ERR_UNSERIALIZABLE' })
+    }
+    Promise.resolve()
+      .then(() => handler(data, { from: this.#toPublic(from), method }))
+      .then(
+        (value) => reply(0, value),
+        (err) => reply(1, { message: String(err?.message ?? err), code: err?.code ?? 'ERR_REMOTE', name: err?.name }),
+      )
+  }
+
+  #handleResponse(from, b, start, end) {
+    const id = b.readUInt32LE(start)
+    const pending = this.#pending.get(id)
+    if (pending === undefined || pending.to !== from && !(from === this.#self && pending.to === -2)) return // late: timed out or aborted
+    let value
+    try {
+      value = decode(b[start + 4], b, start + 8, end)
+    } catch (err) {
+      return pending.settle(new ClusterShmError('ERR_UNSERIALIZABLE', `answer cannot be decoded: ${err.message}`))
+    }
+    if (b[start + 5] === 0) return pending.settle(null, value)
+    const err = new RemoteError(value?.message ?? 'remote handler failed', value?.code ?? 'ERR_REMOTE', this.#toPublic(from))
+    pending.settle(err)
+  }
+
+  #later(fn) {
     setImmediate(() => {
-      this.#loopbackScheduled = false
-      const msgs = this.#loopback.splice(0)
-      for (const msg of msgs) this.emit('message', msg)
+      if (!this.#closed) fn()
     })
+  }
+
+  #loop(kind, payload) {
+    const data = kind === BYTES ? Buffer.from(payload) : kind === VALUE ? v8.deserialize(payload) : payload
+    this.#later(() => this.#message({ from: this.index, data }))
   }
 
   #object(name, kind, open) {
@@ -387,6 +665,7 @@ class Bus extends EventEmitter {
     this.#closed = true
     this.#delivering = false
     this.#native.close()
+    for (const [, p] of this.#pending) p.settle(new ClusterShmError('ERR_CLOSED', 'the bus was closed'))
     for (const undo of this.#cleanup.splice(0)) undo()
     this.emit('close')
   }
@@ -633,4 +912,4 @@ function workerInit(options) {
   return new Bus(native.attachCluster(name, index), spin)
 }
 
-module.exports = { masterInit, workerInit, PRIMARY, SEGMENT_ENV, ClusterShmError, Bus, Semaphore, Permit, Region, SharedMap }
+module.exports = { masterInit, workerInit, PRIMARY, SEGMENT_ENV, ClusterShmError, RemoteError, Bus, Semaphore, Permit, Region, SharedMap }

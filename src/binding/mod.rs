@@ -4,8 +4,8 @@
 //! encoding, EventEmitter, cluster integration) is in `index.js`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::core::layout::Geometry;
 use crate::core::map::{MapError, SharedMap};
 use crate::core::objects::{ObjectError, OutOfBounds, Region};
 use crate::core::semaphore::{AcquireError, Acquired, Semaphore, Waiter};
+use crate::core::topics::{TopicError, Topics};
 use crate::core::{
     Attach, AttachError, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared, WriteError,
 };
@@ -77,6 +78,7 @@ fn write_error(e: WriteError) -> Coded {
         WriteError::TargetOutOfRange { .. } | WriteError::ToSelf => "ERR_INDEX_OUT_OF_RANGE",
         WriteError::TooLarge { .. } => "ERR_PAYLOAD_TOO_LARGE",
         WriteError::Closed => "ERR_CLOSED",
+        WriteError::ClusterClosed => "ERR_CLUSTER_CLOSED",
         WriteError::Corrupt => "ERR_CORRUPT",
     };
     coded(code, e)
@@ -88,6 +90,14 @@ fn object_error(e: ObjectError) -> Coded {
         ObjectError::Mismatch(_) => "ERR_MISMATCH",
         ObjectError::TableFull | ObjectError::NoSpace { .. } => "ERR_NO_SPACE",
         ObjectError::Corrupt => "ERR_CORRUPT",
+    };
+    coded(code, e)
+}
+
+fn topic_error(e: TopicError) -> Coded {
+    let code = match &e {
+        TopicError::InvalidName => "ERR_INVALID_ARG",
+        TopicError::TableFull => "ERR_NO_SPACE",
     };
     coded(code, e)
 }
@@ -121,6 +131,8 @@ fn send_error_code(e: &SendError) -> &'static str {
     match e {
         SendError::Closed => "ERR_CLOSED",
         SendError::TimedOut => "ERR_TIMEOUT",
+        SendError::ClusterClosed => "ERR_CLUSTER_CLOSED",
+        SendError::TargetLeft => "ERR_PEER_GONE",
         SendError::Corrupt => "ERR_CORRUPT",
     }
 }
@@ -146,6 +158,10 @@ struct Inner {
     poll_commits: Mutex<Vec<(u32, u64)>>,
     /// Waiter queues of the semaphores this process opened, by name (closed with the bus).
     semaphores: Mutex<HashMap<String, Arc<Waiter>>>,
+    /// The cluster's topic table, opened on first use.
+    topics: OnceLock<Topics>,
+    /// Batches handed to the ThreadsafeFunction whose JS callback has not run yet.
+    in_flight: Arc<AtomicU32>,
     closed: AtomicBool,
 }
 
@@ -159,6 +175,8 @@ impl Inner {
             delivery: Mutex::new(None),
             poll_commits: Mutex::new(Vec::new()),
             semaphores: Mutex::new(HashMap::new()),
+            topics: OnceLock::new(),
+            in_flight: Arc::new(AtomicU32::new(0)),
             closed: AtomicBool::new(false),
         })
     }
@@ -169,6 +187,15 @@ impl Inner {
         } else {
             Ok(self)
         }
+    }
+
+    fn topics(&self) -> CodedResult<&Topics> {
+        self.open()?;
+        if let Some(t) = self.topics.get() {
+            return Ok(t);
+        }
+        let t = Topics::open(&self.ep).map_err(object_error)?;
+        Ok(self.topics.get_or_init(|| t))
     }
 
     fn commit_polled(&self) {
@@ -186,6 +213,11 @@ impl Inner {
             ));
         }
         self.commit_polled();
+        if self.in_flight.load(Ordering::Acquire) != 0 {
+            // Batches of a stopped subscription are still on their way to JS: reading past
+            // them would reorder messages. index.js queues them when they arrive.
+            return Ok(None);
+        }
         let mut batch = Batch::default();
         let budget = Budget {
             max_records: max.max(1),
@@ -220,17 +252,25 @@ impl Inner {
                     // being reassembled, so commits stay in order behind undelivered batches.
                     let commits = std::mem::take(&mut batch.commits);
                     let this = this.clone();
+                    this.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let this2 = this.clone();
                     // Commit after the JS callback returned: a process killed before that leaves
                     // the batch in the ring for the next holder of this index. A batch that
                     // reaches JS after close() is dropped by index.js, so it is not committed.
-                    tsfn.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
-                        if !this.closed.load(Ordering::Acquire) {
-                            for (from, pos) in commits {
-                                this.ep.commit(from, pos);
+                    let status =
+                        tsfn.call_with_return_value(batch, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                            if !this.closed.load(Ordering::Acquire) {
+                                for (from, pos) in commits {
+                                    this.ep.commit(from, pos);
+                                }
                             }
-                        }
-                        Ok(())
-                    });
+                            this.in_flight.fetch_sub(1, Ordering::AcqRel);
+                            Ok(())
+                        });
+                    if status != Status::Ok {
+                        // Not queued (the environment is closing): nothing will run; the batch stays in the ring.
+                        this2.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    }
                 });
             })
             .map_err(|e| coded("ERR_INTERNAL", e))?;
@@ -253,6 +293,7 @@ impl Inner {
         kind: u32,
         data: &[u8],
         timeout_ms: Option<f64>,
+        bound: bool,
     ) -> CodedResult<Object<'e>> {
         self.open()?;
         let (deferred, promise) = env
@@ -266,7 +307,7 @@ impl Inner {
             deferred.resolve(move |_env| Ok(code));
         });
         self.outbox
-            .send_queued(to, kind as u8, data.to_vec(), timeout, done)
+            .send_queued(to, kind as u8, data.to_vec(), timeout, bound, done)
             .map_err(write_error)?;
         Ok(promise)
     }
@@ -406,7 +447,9 @@ impl NativeBus {
     }
 
     /// Queues a message for the sender thread. Resolves with null once it is in the receiver's
-    /// ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`).
+    /// ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`,
+    /// `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to` now, not for
+    /// whoever holds the index later (broadcast, publish, requests).
     #[napi(ts_return_type = "Promise<string | null>")]
     pub fn send_queued<'e>(
         &self,
@@ -415,8 +458,9 @@ impl NativeBus {
         kind: u32,
         data: &[u8],
         timeout_ms: Option<f64>,
+        bound: bool,
     ) -> Result<Object<'e>> {
-        js(env, self.inner.send_queued(env, to, kind, data, timeout_ms))
+        js(env, self.inner.send_queued(env, to, kind, data, timeout_ms, bound))
     }
 
     /// Indices held by a live attachment (this one included), primary last.
@@ -429,6 +473,41 @@ impl NativeBus {
     #[napi]
     pub fn process_exited(&self, pid: u32) -> Vec<u32> {
         self.inner.ep.shared().process_exited(pid)
+    }
+
+    /// Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern).
+    #[napi]
+    pub fn topic_subscribe(&self, env: &Env, topic: String) -> Result<()> {
+        let r = self
+            .inner
+            .topics()
+            .and_then(|t| t.subscribe(&topic, self.inner.ep.index()).map_err(topic_error));
+        js(env, r)
+    }
+
+    #[napi]
+    pub fn topic_unsubscribe(&self, env: &Env, topic: String) -> Result<()> {
+        let r = self
+            .inner
+            .topics()
+            .map(|t| t.unsubscribe(&topic, self.inner.ep.index()));
+        js(env, r)
+    }
+
+    /// Attached processes subscribed to `topic` (directly or by pattern), this one included.
+    #[napi]
+    pub fn topic_targets(&self, env: &Env, topic: String) -> Result<Vec<u32>> {
+        let r = self.inner.topics().and_then(|t| {
+            if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
+                return Err(topic_error(TopicError::InvalidName));
+            }
+            let shared = self.inner.ep.shared();
+            Ok(t.subscribers(&topic)
+                .into_iter()
+                .filter(|&i| i < shared.geometry().endpoints && shared.holder(i).is_some())
+                .collect())
+        });
+        js(env, r)
     }
 
     /// Opens (creating on first use) the named semaphore of `permits` permits.

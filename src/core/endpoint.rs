@@ -214,6 +214,11 @@ impl Shared {
         })
     }
 
+    /// Owner word of `index`: changes whenever its holder changes (0 in the PID half: free).
+    pub fn owner_word(&self, index: u32) -> u64 {
+        self.slot(index).registration.owner.load(Ordering::Acquire)
+    }
+
     /// Raw owner words of every slot (for change detection).
     pub fn owners(&self) -> Vec<u64> {
         (0..self.geo.endpoints)
@@ -223,7 +228,7 @@ impl Shared {
 
     /// Frees every worker index held by `pid` (the primary calls this from cluster's 'exit').
     /// Returns the freed indices.
-    pub fn release_pid(&self, pid: u32) -> Vec<u32> {
+    pub fn release_pid(self: &Arc<Self>, pid: u32) -> Vec<u32> {
         let mut freed = vec![];
         for i in 0..self.geo.endpoints {
             let reg = &self.slot(i).registration;
@@ -239,6 +244,7 @@ impl Shared {
             }
         }
         if !freed.is_empty() {
+            super::topics::clear_indices(self, &freed);
             self.registry_changed();
         }
         freed
@@ -332,6 +338,8 @@ impl Endpoint {
                 .ok_or(AttachError::NoFreeIndex)?,
         };
         shared.slot(index).data_bell.sleeping.store(0, Ordering::Release);
+        // Subscriptions belong to a process, not to an index: drop the previous holder's.
+        super::topics::clear_indices(&shared, &[index]);
         shared.registry_changed();
         Ok(Endpoint { shared, index, owner })
     }
@@ -367,6 +375,7 @@ impl Endpoint {
             )
             .is_ok()
         {
+            super::topics::clear_indices(&self.shared, &[self.index]);
             self.shared.registry_changed();
         }
     }

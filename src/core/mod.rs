@@ -38,6 +38,7 @@ pub mod platform;
 pub mod ring;
 pub mod segment;
 pub mod semaphore;
+pub mod topics;
 
 pub use endpoint::{Attach, AttachError, Endpoint, InitError, Shared};
 pub use inbox::{event, Batch, Budget, Inbox};

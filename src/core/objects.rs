@@ -111,6 +111,7 @@ pub enum Kind {
     Semaphore = 1,
     Region = 2,
     Map = 3,
+    Topics = 4,
 }
 
 impl Kind {
@@ -119,6 +120,7 @@ impl Kind {
             Kind::Semaphore => "semaphore",
             Kind::Region => "region",
             Kind::Map => "map",
+            Kind::Topics => "topic table",
         }
     }
 }
@@ -276,7 +278,7 @@ fn find(shared: &Arc<Shared>, kind: Kind, name: &str, params: [u64; 4]) -> Resul
             continue;
         }
         if k != kind as u32 {
-            let other = [Kind::Semaphore, Kind::Region, Kind::Map]
+            let other = [Kind::Semaphore, Kind::Region, Kind::Map, Kind::Topics]
                 .into_iter()
                 .find(|x| *x as u32 == k)
                 .map_or("unknown object", |x| x.name());

@@ -27,6 +27,8 @@ pub enum WriteError {
     TooLarge { len: usize, max: usize },
     /// The outbox was closed.
     Closed,
+    /// The primary closed the cluster: nobody will read.
+    ClusterClosed,
     /// The ring to the target is corrupt.
     Corrupt,
 }
@@ -36,10 +38,15 @@ pub enum WriteError {
 pub enum SendError {
     /// The outbox closed before the message was written.
     Closed,
+    /// The primary closed the cluster before the message was written.
+    ClusterClosed,
     /// The deadline passed before the first byte could be written.
     TimedOut,
     /// The ring to the target is corrupt.
     Corrupt,
+    /// The job was bound to the process holding the target index, and that process left before
+    /// a byte was written (broadcast, publish and requests go to processes, not mailboxes).
+    TargetLeft,
 }
 
 impl std::fmt::Display for WriteError {
@@ -52,6 +59,7 @@ impl std::fmt::Display for WriteError {
             Self::ToSelf => f.write_str("cannot write to this endpoint itself"),
             Self::TooLarge { len, max } => write!(f, "payload of {len} bytes is larger than {max} bytes"),
             Self::Closed => f.write_str("the bus is closed"),
+            Self::ClusterClosed => f.write_str("the primary closed the cluster"),
             Self::Corrupt => f.write_str("the ring to the target is corrupt"),
         }
     }
@@ -62,6 +70,8 @@ impl std::fmt::Display for SendError {
         match self {
             Self::Closed => f.write_str("the bus was closed before the message was sent"),
             Self::TimedOut => f.write_str("no room in the receiver's ring before the timeout"),
+            Self::ClusterClosed => f.write_str("the primary closed the cluster"),
+            Self::TargetLeft => f.write_str("the receiving process left"),
             Self::Corrupt => f.write_str("the ring to the target is corrupt"),
         }
     }
@@ -74,6 +84,8 @@ struct Job {
     data: Vec<u8>,
     out: Outgoing,
     deadline: Option<Instant>,
+    /// Owner word of the target index when queued, for jobs bound to that process.
+    bound_to: Option<u64>,
     done: Done,
 }
 
@@ -118,6 +130,9 @@ impl Outbox {
         if self.closed.load(Ordering::Acquire) {
             return Err(WriteError::Closed);
         }
+        if self.ep.shared().is_closed() {
+            return Err(WriteError::ClusterClosed);
+        }
         let endpoints = self.ep.geometry().endpoints;
         if to >= endpoints {
             return Err(WriteError::TargetOutOfRange { to, endpoints });
@@ -158,12 +173,16 @@ impl Outbox {
 
     /// Queues the message for the sender thread; `done` runs on that thread when it is written,
     /// or with the reason it never will be.
+    /// With `bound`, the message is for the process holding `to` now: if it leaves before the
+    /// message could be started, `done` gets `TargetLeft` instead of the message waiting for the
+    /// next holder.
     pub fn send_queued(
         self: &Arc<Self>,
         to: u32,
         kind: u8,
         data: Vec<u8>,
         timeout: Option<Duration>,
+        bound: bool,
         done: Done,
     ) -> Result<(), WriteError> {
         self.check(to, data.len(), u32::MAX as usize)?;
@@ -172,6 +191,7 @@ impl Outbox {
             data,
             out: Outgoing::default(),
             deadline: timeout.map(|t| Instant::now() + t),
+            bound_to: bound.then(|| self.ep.shared().owner_word(to)),
             done,
         };
         lock(&self.queues[to as usize]).push_back(job);
@@ -228,6 +248,9 @@ impl Outbox {
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
+            if self.ep.shared().is_closed() {
+                self.fail_all(SendError::ClusterClosed);
+            }
             let mut any = false;
             let mut blocked = Vec::new();
             let mut wake_at: Option<Instant> = None;
@@ -241,6 +264,11 @@ impl Outbox {
                     if job.out.written == 0 && job.deadline.is_some_and(|d| d <= now) {
                         let j = q.pop_front().expect("front exists");
                         finished.push((j.done, Err(SendError::TimedOut)));
+                        continue;
+                    }
+                    if job.out.written == 0 && job.bound_to.is_some_and(|o| o != self.ep.shared().owner_word(to)) {
+                        let j = q.pop_front().expect("front exists");
+                        finished.push((j.done, Err(SendError::TargetLeft)));
                         continue;
                     }
                     let before = job.out.written;
