@@ -31,6 +31,9 @@ export type ErrorCode =
   | 'ERR_MAP_FULL'
   | 'ERR_NOT_A_NUMBER'
   | 'ERR_OUT_OF_BOUNDS'
+  | 'ERR_NOT_ATTACHED'
+  | 'ERR_PEER_GONE'
+  | 'ERR_NO_HANDLER'
   | 'ERR_INTERNAL'
 
 export declare class ClusterShmError extends Error {
@@ -52,6 +55,35 @@ export interface Message<T = any> {
   from: Address
   data: T
 }
+
+export interface TopicMessage<T = any> extends Message<T> {
+  topic: string
+}
+
+/** The error a request handler threw, carried back to the requester with its message and code. */
+export declare class RemoteError extends Error {
+  constructor(message: string, code: string, from: Address)
+  /** The handler's `err.code`, or 'ERR_REMOTE' when it had none ('ERR_NO_HANDLER' when nothing handles the request). */
+  readonly code: string
+  /** Who answered with the error. */
+  readonly from: Address
+}
+
+export interface RequestOptions {
+  /** Milliseconds to wait for the answer (default 30000); rejects with ERR_TIMEOUT. */
+  timeout?: number
+  /** Rejects with ERR_ABORTED when aborted. */
+  signal?: AbortSignal
+  /** Routes the request to the handler registered with handle(method, …); default: respond()'s. */
+  method?: string
+}
+
+export interface RequestAllResult<T = any> {
+  answers: Array<{ from: Address; data: T }>
+  failures: Array<{ from: Address; code: string; message: string }>
+}
+
+export type RequestHandler = (data: any, context: { from: Address; method: string }) => unknown
 
 export interface LostEvent {
   from: Address
@@ -113,8 +145,20 @@ export declare class Bus extends EventEmitter {
   broadcast(data: Payload, options?: SendOptions): Promise<number>
   /** Pulls the next message, or null. Throws ERR_SUBSCRIBED while a subscription is active. */
   read(): Message | null
-  /** Calls `callback` for every message (delivered by a background thread; no polling). */
+  /** Calls `callback` for every plain message (delivered by a background thread; no polling). */
   subscribe(callback: (message: Message) => void): Subscription
+  /** Calls `callback` for every message published to `topic` (a trailing `*` matches every topic with that prefix). */
+  subscribe(topic: string, callback: (message: TopicMessage) => void): Subscription
+  /** Delivers to every process subscribed to `topic` (this one included) and no other; resolves with how many it reached. */
+  publish(topic: string, data: Payload, options?: SendOptions): Promise<number>
+  /** Resolves with the answer of `to`'s handler; rejects with its error (RemoteError) or ERR_NOT_ATTACHED, ERR_PEER_GONE, ERR_TIMEOUT, ERR_ABORTED. */
+  request<T = any>(to: Address, data: Payload, options?: RequestOptions): Promise<T>
+  /** Asks every other attached process; resolves with who answered and who failed (never rejects for one failure). */
+  requestAll<T = any>(data: Payload, options?: RequestOptions): Promise<RequestAllResult<T>>
+  /** Answers requests sent without a method. */
+  respond(handler: RequestHandler): Subscription
+  /** Answers requests sent with `{ method }`. */
+  handle(method: string, handler: RequestHandler): Subscription
   /** Addresses of the other attached processes. */
   peers(): Address[]
   /** Detaches (the primary also removes the segment and tells the workers). Idempotent. */

@@ -1,6 +1,6 @@
 // Compiled by __test__/types.spec.js with `tsc --noEmit --strict`: valid uses must type-check,
 // and every `@ts-expect-error` line must really be an error.
-import { masterInit, workerInit, PRIMARY, ClusterShmError, Bus, Message, ErrorCode } from '../..'
+import { masterInit, workerInit, PRIMARY, ClusterShmError, RemoteError, Bus, Message, ErrorCode, TopicMessage } from '../..'
 
 const primary: Bus = masterInit({ workers: 2, ringSize: 1 << 16, spinMicros: 0 })
 const worker: Bus = workerInit({ name: primary.name, index: 0 })
@@ -24,6 +24,15 @@ const bytes: Buffer = region.read(0, 1)
 const map = primary.map('m', { capacity: 10, maxKeyBytes: 16, maxValueBytes: 32 })
 const hits: number = map.set('a', 1).increment('a')
 const swapped: boolean = map.compareAndSet('a', 2, undefined)
+const topicSub = primary.subscribe('room.*', (m: TopicMessage) => void m.topic)
+topicSub.unsubscribe()
+const reached: Promise<number> = primary.publish('room.1', { text: 'hi' })
+const answer: Promise<string> = worker.request<string>(PRIMARY, 'q', { timeout: 100, method: 'm' })
+const all = primary.requestAll<number>('ping').then((r) => r.answers.map((a) => a.data + 1).concat(r.failures.map((f) => f.code.length)))
+primary.respond((data, { from }) => [data, from]).unsubscribe()
+primary.handle('m', async () => 'x').unsubscribe()
+const remoteCode: string = new RemoteError('m', 'E_X', 0).code
+void [reached, answer, all, remoteCode]
 void [ok, sent, count, msg, peers, n, code, permit, locked, bytes, hits, swapped, sem.tryAcquire(), sem.available]
 worker.close()
 primary.close()
@@ -38,6 +47,10 @@ primary.subscribe('topic')
 primary.index = 3
 // @ts-expect-error not an error code
 const bad: ErrorCode = 'ERR_NOPE'
+// @ts-expect-error publish needs a topic string
+primary.publish(1, 'x')
+// @ts-expect-error handle needs a method name
+primary.handle(() => 1)
 // @ts-expect-error map keys are strings
 map.get(1)
 // @ts-expect-error lock needs a function
