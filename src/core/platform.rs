@@ -1,12 +1,20 @@
 //! What differs per operating system, behind one small interface:
 //!
-//! - [`wait`] / [`wake`]: block on a 32-bit word in shared memory until it changes (Linux: a
-//!   shared futex, i.e. without `FUTEX_PRIVATE_FLAG`, which would not cross processes).
+//! - [`wait`] / [`wake`]: block on a 32-bit word in shared memory until it changes, across
+//!   processes. The signatures are the same everywhere; each OS has its own mechanism:
+//!   - Linux: a shared futex (without `FUTEX_PRIVATE_FLAG`, which would not cross processes).
+//!   - macOS: `os_sync_wait_on_address_with_timeout` / `os_sync_wake_by_address_all` with the
+//!     `SHARED` flags (macOS 14.4+), else `__ulock_wait` / `__ulock_wake` with
+//!     `UL_COMPARE_AND_WAIT_SHARED`, else a bounded sleep-poll. All three are resolved once at
+//!     run time with `dlsym`, so one binary runs on every macOS version Node supports.
+//!   - Windows: `WaitOnAddress` does not cross processes, so a word inside a registered
+//!     segment (see [`register_segment`]) gets a named manual-reset Event, named from the
+//!     segment's name and the word's offset in it; words outside any segment (process-local,
+//!     e.g. in tests) use `WaitOnAddress` / `WakeByAddressAll`.
+//!   - Elsewhere: a bounded sleep-poll.
 //! - [`ProcessId`]: a PID plus the process start time, so that a reused PID is never mistaken
-//!   for the process that held an index or a permit.
-//!
-//! Other Unix systems fall back to a bounded sleep-poll until their native wait lands (macOS:
-//! `os_sync_wait_on_address` / `__ulock_wait` with the shared flag).
+//!   for the process that held an index or a permit (Linux: `/proc/PID/stat`; macOS: `sysctl`
+//!   `KERN_PROC_PID`; Windows: `GetProcessTimes`).
 
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
@@ -65,9 +73,43 @@ pub fn wake(word: &AtomicU32) {
     }
 }
 
-/// Portable fallback: poll the word with short, growing sleeps (bounded by `timeout`).
-#[cfg(not(target_os = "linux"))]
+/// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
+#[cfg(target_os = "macos")]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
+    darwin::wait(word, expected, timeout)
+}
+
+/// Wakes every thread of every process waiting on `word`.
+#[cfg(target_os = "macos")]
+pub fn wake(word: &AtomicU32) {
+    darwin::wake(word)
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
+#[cfg(windows)]
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
+    win::wait(word, expected, timeout)
+}
+
+/// Wakes every thread of every process waiting on `word` (see `win` for the one race).
+#[cfg(windows)]
+pub fn wake(word: &AtomicU32) {
+    win::wake(word)
+}
+
+/// Portable fallback: poll the word with short, growing sleeps (bounded by `timeout`).
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
+    poll_wait(word, expected, timeout)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub fn wake(_word: &AtomicU32) {}
+
+/// Polls the word with short, growing sleeps (20 µs doubling up to 1 ms), bounded by `timeout`.
+/// The last resort of every non-Linux system; a waker needs to do nothing.
+#[cfg(not(target_os = "linux"))]
+fn poll_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
     use std::sync::atomic::Ordering;
     let deadline = std::time::Instant::now() + timeout;
     let mut nap = Duration::from_micros(20);
@@ -84,14 +126,436 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn wake(_word: &AtomicU32) {}
+/// Which wait/wake mechanism this process uses (for diagnostics and tests).
+pub fn wait_mechanism() -> &'static str {
+    #[cfg(target_os = "linux")]
+    {
+        "futex"
+    }
+    #[cfg(target_os = "macos")]
+    {
+        darwin::mechanism()
+    }
+    #[cfg(windows)]
+    {
+        "named-event"
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+    {
+        "poll"
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod darwin {
+    //! macOS wait/wake. Every symbol is looked up with `dlsym` once per process:
+    //! `os_sync_wait_on_address_with_timeout` and `os_sync_wake_by_address_all` exist from macOS
+    //! 14.4 (public API); `__ulock_wait` / `__ulock_wake` from 10.12 (private but stable, used by
+    //! libc++, Rust's std and Go's runtime). Both are keyed, with the SHARED flags, by the
+    //! physical page (VM object + offset), so they work across processes that map the same
+    //! POSIX shm object at different addresses. Every process of a cluster runs on the same OS,
+    //! so they all pick the same mechanism. `CLUSTER_SHM_DARWIN_WAIT=os_sync|ulock|poll` forces
+    //! one (for tests of the fallbacks; an unavailable choice falls back to `poll`).
+
+    use super::WaitOutcome;
+    use std::ffi::{c_int, c_void, CStr};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    // <os/os_sync_wait_on_address.h> (macOS 14.4 SDK) and <os/clock.h>.
+    const OS_SYNC_WAIT_ON_ADDRESS_SHARED: u32 = 0x1;
+    const OS_SYNC_WAKE_BY_ADDRESS_SHARED: u32 = 0x1;
+    const OS_CLOCK_MACH_ABSOLUTE_TIME: u32 = 32;
+    // xnu bsd/sys/ulock.h.
+    const UL_COMPARE_AND_WAIT_SHARED: u32 = 3;
+    const ULF_WAKE_ALL: u32 = 0x0000_0100;
+    const ULF_NO_ERRNO: u32 = 0x0100_0000;
+
+    /// `int os_sync_wait_on_address_with_timeout(void *addr, uint64_t value, size_t size,
+    /// os_sync_wait_on_address_flags_t flags, os_clockid_t clockid, uint64_t timeout_ns)`;
+    /// the timeout is relative.
+    type OsSyncWait = unsafe extern "C" fn(*mut c_void, u64, usize, u32, u32, u64) -> c_int;
+    /// `int os_sync_wake_by_address_all(void *addr, size_t size, os_sync_wake_by_address_flags_t)`.
+    type OsSyncWake = unsafe extern "C" fn(*mut c_void, usize, u32) -> c_int;
+    /// `int __ulock_wait(uint32_t operation, void *addr, uint64_t value, uint32_t timeout_us)`;
+    /// a timeout of 0 means forever.
+    type UlockWait = unsafe extern "C" fn(u32, *mut c_void, u64, u32) -> c_int;
+    /// `int __ulock_wake(uint32_t operation, void *addr, uint64_t wake_value)`.
+    type UlockWake = unsafe extern "C" fn(u32, *mut c_void, u64) -> c_int;
+
+    #[derive(Clone, Copy)]
+    enum Backend {
+        OsSync(OsSyncWait, OsSyncWake),
+        Ulock(UlockWait, UlockWake),
+        Poll,
+    }
+
+    fn backend() -> Backend {
+        static BACKEND: OnceLock<Backend> = OnceLock::new();
+        *BACKEND.get_or_init(resolve)
+    }
+
+    fn sym(name: &CStr) -> *mut c_void {
+        // SAFETY: RTLD_DEFAULT searches every loaded image; `name` is NUL-terminated.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+    }
+
+    fn resolve() -> Backend {
+        let forced = std::env::var("CLUSTER_SHM_DARWIN_WAIT").ok();
+        let allowed = |b: &str| forced.as_deref().is_none_or(|f| f == b);
+        if allowed("os_sync") {
+            let (w, k) = (
+                sym(c"os_sync_wait_on_address_with_timeout"),
+                sym(c"os_sync_wake_by_address_all"),
+            );
+            if !w.is_null() && !k.is_null() {
+                // SAFETY: the symbols are the libSystem functions whose C prototypes the
+                // aliases spell out.
+                return unsafe {
+                    Backend::OsSync(
+                        std::mem::transmute::<*mut c_void, OsSyncWait>(w),
+                        std::mem::transmute::<*mut c_void, OsSyncWake>(k),
+                    )
+                };
+            }
+        }
+        if allowed("ulock") {
+            let (w, k) = (sym(c"__ulock_wait"), sym(c"__ulock_wake"));
+            if !w.is_null() && !k.is_null() {
+                // SAFETY: as above (xnu's prototypes).
+                return unsafe {
+                    Backend::Ulock(
+                        std::mem::transmute::<*mut c_void, UlockWait>(w),
+                        std::mem::transmute::<*mut c_void, UlockWake>(k),
+                    )
+                };
+            }
+        }
+        Backend::Poll
+    }
+
+    pub fn mechanism() -> &'static str {
+        match backend() {
+            Backend::OsSync(..) => "os_sync_wait_on_address",
+            Backend::Ulock(..) => "ulock",
+            Backend::Poll => "poll",
+        }
+    }
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
+        let addr = word.as_ptr() as *mut c_void;
+        if timeout.is_zero() {
+            // Both system calls read 0 as "no timeout"; a zero wait is just a check.
+            return if word.load(Ordering::Acquire) != expected {
+                WaitOutcome::Changed
+            } else {
+                WaitOutcome::TimedOut
+            };
+        }
+        match backend() {
+            Backend::OsSync(wait, _) => {
+                let ns = timeout.as_nanos().min(u64::MAX as u128) as u64;
+                // SAFETY: `addr` is a live, 4-byte aligned word (size 4); the kernel only reads it.
+                let r = unsafe {
+                    wait(
+                        addr,
+                        expected as u64,
+                        4,
+                        OS_SYNC_WAIT_ON_ADDRESS_SHARED,
+                        OS_CLOCK_MACH_ABSOLUTE_TIME,
+                        ns,
+                    )
+                };
+                if r < 0 && errno() == libc::ETIMEDOUT {
+                    WaitOutcome::TimedOut
+                } else {
+                    WaitOutcome::Changed
+                }
+            }
+            Backend::Ulock(wait, _) => {
+                // Microseconds, rounded up, at least 1 (0 would mean forever).
+                let us = timeout.as_nanos().div_ceil(1000).clamp(1, u32::MAX as u128) as u32;
+                // SAFETY: as above; ULF_NO_ERRNO returns -errno instead of setting errno.
+                let r = unsafe { wait(UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO, addr, expected as u64, us) };
+                if r == -libc::ETIMEDOUT {
+                    WaitOutcome::TimedOut
+                } else {
+                    WaitOutcome::Changed
+                }
+            }
+            Backend::Poll => super::poll_wait(word, expected, timeout),
+        }
+    }
+
+    pub fn wake(word: &AtomicU32) {
+        let addr = word.as_ptr() as *mut c_void;
+        match backend() {
+            Backend::OsSync(_, wake) => loop {
+                // SAFETY: the wake only uses the address as a key. ENOENT (no waiter) is normal.
+                let r = unsafe { wake(addr, 4, OS_SYNC_WAKE_BY_ADDRESS_SHARED) };
+                if !(r < 0 && errno() == libc::EINTR) {
+                    break;
+                }
+            },
+            Backend::Ulock(_, wake) => loop {
+                // SAFETY: as above; -ENOENT means no waiter.
+                let r = unsafe { wake(UL_COMPARE_AND_WAIT_SHARED | ULF_WAKE_ALL | ULF_NO_ERRNO, addr, 0) };
+                if r != -libc::EINTR {
+                    break;
+                }
+            },
+            Backend::Poll => {}
+        }
+    }
+}
+
+/// Windows only: makes the words of a mapped segment wake across processes. Called by
+/// `segment::Segment` for each mapping it makes; undone by [`unregister_segment`].
+#[cfg(windows)]
+pub fn register_segment(base: *mut u8, len: usize, name: &str) {
+    win::register(base, len, name)
+}
+
+/// Windows only: forgets a mapping (at unmap) and closes its events.
+#[cfg(windows)]
+pub fn unregister_segment(base: *mut u8) {
+    win::unregister(base)
+}
+
+#[cfg(windows)]
+mod win {
+    //! Windows wait/wake.
+    //!
+    //! `WaitOnAddress` only wakes threads of the calling process, so a word that lives in a
+    //! shared segment gets a named **manual-reset Event**, `Local\cshm_<pid>_<random>.w<offset>`:
+    //! the same name in every process that maps the segment, whatever address the mapping got.
+    //! A small registry maps an address to its segment (base, length, name), so the callers keep
+    //! the `wait(&AtomicU32, u32, Duration)` / `wake(&AtomicU32)` signatures of the other OSes.
+    //!
+    //! - `wait`: `ResetEvent`, then re-check the word, then `WaitForSingleObject` with the
+    //!   timeout. A wake that lands after the reset stays latched in the event, so a single
+    //!   waiter never misses one.
+    //! - `wake`: `SetEvent`, which releases **every** thread blocked on the event at that moment
+    //!   (wake-all, like `FUTEX_WAKE` with `INT_MAX`); it stays set until the next waiter resets it.
+    //!
+    //! The one imperfection: with two waiters on one word, a waiter B that checked the word but
+    //! is not yet blocked can lose a wake if another waiter A resets the event between the
+    //! `SetEvent` and B's block. B then sleeps until its timeout; every wait in cluster-shm is
+    //! bounded (≤ 1 s, and callers re-check), so this costs latency, never correctness. Words
+    //! with one waiter (the doorbells: one delivery thread, one sender thread per endpoint) are
+    //! exact.
+    //!
+    //! Event handles are created on first use (open-or-create), cached per (mapping, offset) and
+    //! closed when the mapping is unregistered; the kernel deletes an event with its last handle.
+
+    use super::WaitOutcome;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError, RwLock};
+    use std::time::Duration;
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_TIMEOUT, FILETIME, HANDLE, WAIT_TIMEOUT,
+    };
+    use windows_sys::Win32::System::Threading::{
+        CreateEventW, GetExitCodeProcess, GetProcessTimes, OpenProcess, ResetEvent, SetEvent, WaitForSingleObject,
+        WaitOnAddress, WakeByAddressAll, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
+    };
+
+    /// An owned event handle (closed on drop). Cloned out of the registry as an `Arc` so that a
+    /// waiter's handle stays valid even if the mapping is unregistered meanwhile.
+    struct Event(HANDLE);
+    // SAFETY: a kernel handle may be used and closed from any thread.
+    unsafe impl Send for Event {}
+    // SAFETY: see Send; SetEvent/ResetEvent/WaitForSingleObject are thread-safe.
+    unsafe impl Sync for Event {}
+    impl Drop for Event {
+        fn drop(&mut self) {
+            // SAFETY: the handle is ours and open; nothing else closes it.
+            unsafe { CloseHandle(self.0) };
+        }
+    }
+
+    struct Region {
+        base: usize,
+        len: usize,
+        /// `Local\cshm_<pid>_<random>`: the segment's name in the session namespace.
+        prefix: String,
+        events: Mutex<HashMap<usize, Arc<Event>>>,
+    }
+
+    static REGIONS: RwLock<Vec<Arc<Region>>> = RwLock::new(Vec::new());
+
+    pub fn register(base: *mut u8, len: usize, name: &str) {
+        let region = Arc::new(Region {
+            base: base as usize,
+            len,
+            prefix: format!("Local\\{}", name.trim_start_matches('/')),
+            events: Mutex::new(HashMap::new()),
+        });
+        REGIONS.write().unwrap_or_else(PoisonError::into_inner).push(region);
+    }
+
+    pub fn unregister(base: *mut u8) {
+        // Dropping the region drops its cached events (the last Arc closes each handle).
+        REGIONS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|r| r.base != base as usize);
+    }
+
+    enum Target {
+        /// Not in a registered segment: process-local, WaitOnAddress works.
+        Local,
+        Shared(Arc<Event>),
+        /// In a segment, but the event could not be created (out of handles?): poll.
+        Unavailable,
+    }
+
+    fn target(word: &AtomicU32) -> Target {
+        let addr = word.as_ptr() as usize;
+        let region = {
+            let regions = REGIONS.read().unwrap_or_else(PoisonError::into_inner);
+            match regions.iter().find(|r| addr >= r.base && addr - r.base < r.len) {
+                Some(r) => r.clone(),
+                None => return Target::Local,
+            }
+        };
+        let offset = addr - region.base;
+        let mut events = region.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = events.get(&offset) {
+            return Target::Shared(e.clone());
+        }
+        let name: Vec<u16> = format!("{}.w{offset:x}", region.prefix)
+            .encode_utf16()
+            .chain(Some(0))
+            .collect();
+        // SAFETY: `name` is NUL-terminated UTF-16; default security (the creator's default DACL:
+        // this user, SYSTEM, administrators); manual reset, initially not signalled. Opens the
+        // event if another process created it.
+        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, name.as_ptr()) };
+        if h.is_null() {
+            return Target::Unavailable;
+        }
+        let e = Arc::new(Event(h));
+        events.insert(offset, e.clone());
+        Target::Shared(e)
+    }
+
+    /// Milliseconds, rounded up, below INFINITE.
+    fn millis(timeout: Duration) -> u32 {
+        timeout.as_nanos().div_ceil(1_000_000).min((INFINITE - 1) as u128) as u32
+    }
+
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
+        match target(word) {
+            Target::Local => {
+                // SAFETY: both pointers are valid 4-byte values for the duration of the call.
+                let ok = unsafe {
+                    WaitOnAddress(
+                        word.as_ptr() as *const _,
+                        &expected as *const u32 as *const _,
+                        4,
+                        millis(timeout),
+                    )
+                };
+                // SAFETY: no precondition.
+                if ok == 0 && unsafe { GetLastError() } == ERROR_TIMEOUT {
+                    WaitOutcome::TimedOut
+                } else {
+                    WaitOutcome::Changed
+                }
+            }
+            Target::Shared(ev) => {
+                // SAFETY: the handle is open (held by `ev`).
+                unsafe { ResetEvent(ev.0) };
+                if word.load(Ordering::SeqCst) != expected {
+                    return WaitOutcome::Changed;
+                }
+                // SAFETY: as above.
+                match unsafe { WaitForSingleObject(ev.0, millis(timeout)) } {
+                    WAIT_TIMEOUT => WaitOutcome::TimedOut,
+                    _ => WaitOutcome::Changed,
+                }
+            }
+            Target::Unavailable => super::poll_wait(word, expected, timeout),
+        }
+    }
+
+    pub fn wake(word: &AtomicU32) {
+        match target(word) {
+            // SAFETY: WakeByAddressAll only uses the address as a key.
+            Target::Local => unsafe { WakeByAddressAll(word.as_ptr() as *const _) },
+            Target::Shared(ev) => {
+                // SAFETY: the handle is open (held by `ev`).
+                unsafe { SetEvent(ev.0) };
+            }
+            Target::Unavailable => {}
+        }
+    }
+
+    /// Creation time of `pid` (100 ns units since 1601), or None if it cannot be opened.
+    pub fn start_time(pid: u32) -> Option<u64> {
+        // SAFETY: plain call; a null result is handled.
+        let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+        if h.is_null() {
+            return None;
+        }
+        let mut t = [FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        }; 4];
+        let [c, e, k, u] = &mut t;
+        // SAFETY: `h` is an open process handle with query rights; the four out-params are valid.
+        let ok = unsafe { GetProcessTimes(h, c, e, k, u) };
+        // SAFETY: `h` is ours.
+        unsafe { CloseHandle(h) };
+        (ok != 0).then(|| ((t[0].dwHighDateTime as u64) << 32) | t[0].dwLowDateTime as u64)
+    }
+
+    /// True while `pid` names a process that has not exited. A process object outlives its
+    /// process while someone holds a handle, so opening it is not enough: it must not be
+    /// signalled (`WaitForSingleObject(h, 0)`), or, without SYNCHRONIZE rights, its exit code
+    /// must be STILL_ACTIVE.
+    pub fn pid_exists(pid: u32) -> bool {
+        if pid == 0 {
+            return false;
+        }
+        // SAFETY: plain calls on handles we own; null results are handled.
+        unsafe {
+            let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_SYNCHRONIZE, 0, pid);
+            if !h.is_null() {
+                let r = WaitForSingleObject(h, 0);
+                CloseHandle(h);
+                return r == WAIT_TIMEOUT;
+            }
+            if GetLastError() != ERROR_ACCESS_DENIED {
+                return false; // ERROR_INVALID_PARAMETER: no such process
+            }
+            let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if h.is_null() {
+                return true; // exists, but we may not even query it
+            }
+            const STILL_ACTIVE: u32 = 259;
+            let mut code = 0u32;
+            let ok = GetExitCodeProcess(h, &mut code);
+            CloseHandle(h);
+            ok == 0 || code == STILL_ACTIVE
+        }
+    }
+}
 
 /// A process, identified so that PID reuse cannot fool a liveness check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessId {
     pub pid: u32,
-    /// Opaque start time (Linux: clock ticks since boot from /proc/PID/stat); 0 = unknown.
+    /// Opaque start time, 0 = unknown. Linux: clock ticks since boot (/proc/PID/stat); macOS:
+    /// microseconds since the epoch (kinfo_proc); Windows: the creation FILETIME (100 ns units
+    /// since 1601). Only compared for equality, on one host.
     pub start_time: u64,
 }
 
@@ -126,7 +590,12 @@ fn pid_exists(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn pid_exists(pid: u32) -> bool {
+    win::pid_exists(pid)
+}
+
+#[cfg(not(any(unix, windows)))]
 fn pid_exists(_pid: u32) -> bool {
     true
 }
@@ -141,7 +610,46 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Start time of `pid` in microseconds since the epoch, from `sysctl {CTL_KERN, KERN_PROC,
+/// KERN_PROC_PID, pid}`: a `struct kinfo_proc` whose first field, `kp_proc.p_un.__p_starttime`,
+/// is a `struct timeval` (`time_t` seconds at offset 0, `int32` microseconds at offset 8) on
+/// every 64-bit macOS. The `libc` crate has no `kinfo_proc` for Apple, so the buffer is raw.
+#[cfg(target_os = "macos")]
+pub fn start_time(pid: u32) -> Option<u64> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return None;
+    }
+    let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid as libc::c_int];
+    // sizeof(struct kinfo_proc) is 648; a larger, 8-aligned buffer is fine (the kernel writes
+    // back the length it filled, 0 when there is no such process).
+    let mut buf = [0u64; 128];
+    let mut len = std::mem::size_of_val(&buf);
+    // SAFETY: `mib` has 4 valid entries, `buf`/`len` describe a writable buffer; no new value.
+    let r = unsafe {
+        libc::sysctl(
+            mib.as_mut_ptr(),
+            mib.len() as libc::c_uint,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if r != 0 || len < 16 {
+        return None;
+    }
+    let secs = buf[0] as i64;
+    let micros = (buf[1] as u32) as u64; // little-endian: the int32 tv_usec is the low half
+    (secs > 0).then(|| secs as u64 * 1_000_000 + micros.min(999_999))
+}
+
+/// Creation time of `pid` (`GetProcessTimes`), in 100 ns units since 1601.
+#[cfg(windows)]
+pub fn start_time(pid: u32) -> Option<u64> {
+    win::start_time(pid)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 pub fn start_time(_pid: u32) -> Option<u64> {
     None
 }
@@ -201,5 +709,37 @@ mod tests {
             .is_alive());
         }
         assert!(!ProcessId { pid: 0, start_time: 0 }.is_alive());
+    }
+    #[test]
+    fn a_reaped_child_is_not_alive() {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new(exe)
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let id = ProcessId {
+            pid: child.id(),
+            start_time: start_time(child.id()).unwrap_or(0),
+        };
+        child.wait().unwrap();
+        assert!(!id.is_alive(), "{id:?} is still alive after it was reaped");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+    #[test]
+    fn start_time_is_known_and_stable() {
+        let me = ProcessId::current();
+        assert!(me.start_time != 0);
+        assert_eq!(start_time(me.pid), Some(me.start_time));
+    }
+
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn macos_uses_a_kernel_wait() {
+        if std::env::var_os("CLUSTER_SHM_DARWIN_WAIT").is_none() {
+            assert_ne!(wait_mechanism(), "poll");
+        }
     }
 }
