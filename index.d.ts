@@ -175,11 +175,13 @@ export declare class Bus extends EventEmitter {
   on(event: 'message', listener: (message: Message) => void): this
   on(event: 'attach' | 'detach', listener: (index: Address) => void): this
   on(event: 'lost', listener: (event: LostEvent) => void): this
-  on(event: 'shutdown' | 'close', listener: () => void): this
+  on(event: 'shutdown', listener: (event: { reason: 'closed' | 'primary-died' }) => void): this
+  on(event: 'close', listener: () => void): this
   once(event: 'message', listener: (message: Message) => void): this
   once(event: 'attach' | 'detach', listener: (index: Address) => void): this
   once(event: 'lost', listener: (event: LostEvent) => void): this
-  once(event: 'shutdown' | 'close', listener: () => void): this
+  once(event: 'shutdown', listener: (event: { reason: 'closed' | 'primary-died' }) => void): this
+  once(event: 'close', listener: () => void): this
   off(event: 'message', listener: (message: Message) => void): this
   off(event: string, listener: (...args: any[]) => void): this
 }

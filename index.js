@@ -516,7 +516,7 @@ class Bus extends EventEmitter {
       this.emit('detach', address)
     } else if (kind === LOST) this.emit('lost', { from: address, count: value, reason: 'incomplete' })
     else if (kind === CORRUPT) this.emit('lost', { from: address, bytes: value, reason: 'corrupt' })
-    else if (kind === CLOSED) this.emit('shutdown')
+    else if (kind === CLOSED) this.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
   }
 
   #handleTopic(from, b, start, end) {

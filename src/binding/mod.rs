@@ -324,8 +324,12 @@ impl Inner {
         }
         self.commit_polled();
         self.ep.detach();
-        if self.ep.shared().is_creator() {
-            self.ep.shared().close_cluster();
+        let shared = self.ep.shared();
+        if shared.is_creator() {
+            shared.close_cluster();
+        } else if !shared.primary_alive() {
+            // The primary died without cleaning up: do not let its segment outlive the cluster.
+            shared.unlink();
         }
     }
 }

@@ -273,6 +273,19 @@ impl Shared {
         self.unlink();
     }
 
+    /// Whether the process that created the segment is still running (PID and start time).
+    pub fn primary_alive(&self) -> bool {
+        let h = self.header();
+        // SAFETY: plain integer fields of the validated header, written before `magic`.
+        let (pid, start_time) = unsafe {
+            (
+                std::ptr::read_volatile(std::ptr::addr_of!(h.primary_pid)),
+                std::ptr::read_volatile(std::ptr::addr_of!(h.primary_start)),
+            )
+        };
+        ProcessId { pid, start_time }.is_alive()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.header().closed.load(Ordering::Acquire) != 0
     }

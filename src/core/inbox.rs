@@ -27,7 +27,7 @@ pub mod event {
     pub const LOST: u8 = 18;
     /// The ring from `from` was corrupt and was reset (payload: u32 LE bytes dropped).
     pub const CORRUPT: u8 = 19;
-    /// The primary closed the cluster.
+    /// The cluster is gone (payload: u32 LE 0 = the primary closed it, 1 = the primary died).
     pub const CLOSED: u8 = 20;
 }
 
@@ -271,7 +271,7 @@ impl Inbox {
         self.owners = owners;
         if shared.is_closed() && !self.closed_reported {
             self.closed_reported = true;
-            batch.push_event(ep.index(), event::CLOSED, None);
+            batch.push_event(ep.index(), event::CLOSED, Some(0));
         }
     }
 
@@ -280,8 +280,17 @@ impl Inbox {
     /// `stop` is set; whoever sets it rings the data bell. Every sleep is bounded (1 s).
     pub fn run(&mut self, ep: &Endpoint, stop: &AtomicBool, spin: Duration, mut deliver: impl FnMut(Batch)) {
         let bell = ep.data_bell();
+        let mut checked_primary = Instant::now();
         while !stop.load(Ordering::Acquire) {
             let mut batch = Batch::default();
+            // A primary killed outright cannot say so: check that it lives, at most once a second.
+            if !self.closed_reported && checked_primary.elapsed() >= Duration::from_secs(1) {
+                checked_primary = Instant::now();
+                if !ep.shared().primary_alive() {
+                    self.closed_reported = true;
+                    batch.push_event(ep.index(), event::CLOSED, Some(1));
+                }
+            }
             self.drain(ep, &mut batch, Budget::BATCH);
             if !batch.is_empty() {
                 deliver(batch);
