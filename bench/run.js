@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+'use strict'
+// `npm run bench`: cluster-shm side by side with what Node users reach for instead, in one run
+// on one machine. Each case is a fresh cluster (a case primary, bench/lib/case.js, forking its
+// workers) in its own process group, bounded in time and killed whole if it overruns.
+//
+//   npm run bench                 full run (a few minutes), results in bench/results/
+//   npm run bench -- --quick      ~30 s smoke run, results in $TMPDIR/cluster-shm-bench-quick/
+//   options: --only=id,id (rows: see ROWS)  --tests=latency,throughput,bulk,broadcast
+//            --fanout=4,8 (broadcast sizes beyond N=2; empty: none)  --out=DIR  --no-redis
+//
+// Method: bench/README.md.
+
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { fork } = require('node:child_process')
+const redisServer = require('./lib/redis-server')
+const report = require('./lib/report')
+
+const args = process.argv.slice(2)
+const flag = (name) => args.includes(`--${name}`)
+const opt = (name) => {
+  const a = args.find((x) => x.startsWith(`--${name}=`))
+  return a === undefined ? undefined : a.slice(name.length + 3)
+}
+const quick = flag('quick')
+
+const PARAMS = quick
+  ? { latencyWarmMs: 100, latencyMs: 300, maxRounds: 200_000, streamWarmMs: 100, streamMs: 300, bulkWarmMs: 100, bulkMs: 300, broadcastWarmMs: 50, broadcastMs: 250 }
+  : { latencyWarmMs: 500, latencyMs: 2000, maxRounds: 400_000, streamWarmMs: 300, streamMs: 2000, bulkWarmMs: 300, bulkMs: 2000, broadcastWarmMs: 200, broadcastMs: 1500 }
+const FANOUT = opt('fanout') !== undefined ? opt('fanout').split(',').filter(Boolean).map(Number) : quick ? [4] : [4, 8]
+const onlyTests = opt('tests')?.split(',')
+
+/** The rows of the report: a mechanism with a variant, and the tests that apply to it. */
+const ALL = ['latency', 'throughput', 'bulk', 'broadcast']
+const ROWS = [
+  { id: 'shm-buffer', mech: 'cluster-shm', variant: { payload: 'buffer' }, label: 'cluster-shm (Buffer)', tests: ALL, fanout: true, shm: true },
+  { id: 'shm-string', mech: 'cluster-shm', variant: { payload: 'string' }, label: 'cluster-shm (string)', tests: ['latency', 'throughput', 'broadcast'], fanout: true, shm: true },
+  { id: 'shm-value', mech: 'cluster-shm', variant: { payload: 'value' }, label: 'cluster-shm (value)', tests: ['latency', 'throughput'], shm: true },
+  { id: 'shm-spin', mech: 'cluster-shm', variant: { payload: 'buffer', spinMicros: 50 }, label: 'cluster-shm (Buffer, spinMicros 50)', tests: ['latency'], shm: true },
+  { id: 'shm-poll', mech: 'cluster-shm', variant: { payload: 'buffer', poll: true }, label: 'cluster-shm (Buffer, busy-poll read())', tests: ['latency'], shm: true },
+  { id: 'ps-json', mech: 'process-send', variant: { serialization: 'json' }, label: "process.send (json)", tests: ALL, fanout: true },
+  { id: 'ps-advanced', mech: 'process-send', variant: { serialization: 'advanced' }, label: "process.send (advanced)", tests: ALL, fanout: true },
+  { id: 'unix-socket', mech: 'unix-socket', variant: {}, label: 'Unix socket (direct)', tests: ALL, fanout: true },
+  { id: 'redis', mech: 'redis', variant: {}, label: 'Redis pub/sub (ioredis)', tests: ALL, fanout: true },
+]
+
+const only = opt('only')?.split(',')
+const rows = only ? ROWS.filter((r) => only.includes(r.id)) : ROWS
+const outDir = path.resolve(opt('out') ?? (quick ? path.join(os.tmpdir(), 'cluster-shm-bench-quick') : path.join(__dirname, 'results')))
+
+let current = null // the running case's child process
+let redis = null
+let interrupted = false
+
+function shmLeftovers(pid) {
+  const prefix = `cshm_${pid.toString(16)}_`
+  try {
+    return fs.readdirSync('/dev/shm').filter((f) => f.startsWith(prefix))
+  } catch {
+    return []
+  }
+}
+
+/** Runs one case; resolves with its result (or { error }). Never rejects. */
+function runCase(row, workers, tests) {
+  const spec = { mech: row.mech, variant: row.variant, workers, tests, params: PARAMS, label: row.label }
+  const budgetMs = tests.reduce((a, t) => a + testBudget(t), 0) * 3 + 30_000
+  return new Promise((resolve) => {
+    const child = fork(path.join(__dirname, 'lib', 'case.js'), [JSON.stringify(spec)], {
+      detached: true, // its own process group: the case primary and its workers die together
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, ...(redis && redis.port ? { BENCH_REDIS_PORT: String(redis.port), BENCH_REDIS_PID: String(redis.pid) } : {}) },
+    })
+    current = child
+    let outcome = null
+    const timer = setTimeout(() => {
+      outcome = { error: `case did not finish within ${budgetMs / 1000} s (killed)` }
+      killGroup(child)
+    }, budgetMs)
+    child.on('message', (m) => {
+      if (m.result) outcome ??= m.result
+      else if (m.error) outcome ??= { error: m.error, results: m.partial }
+    })
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      current = null
+      killGroup(child) // workers that outlived their primary
+      const left = shmLeftovers(child.pid)
+      for (const f of left) fs.rmSync(path.join('/dev/shm', f), { force: true })
+      outcome ??= { error: `case primary exited (${signal ?? code}) without a result` }
+      if (left.length) outcome.shmLeftovers = left
+      resolve(outcome)
+    })
+  })
+}
+
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL')
+  } catch {}
+}
+
+function testBudget(t) {
+  const p = PARAMS
+  return { latency: p.latencyWarmMs + p.latencyMs, throughput: p.streamWarmMs + p.streamMs, bulk: p.bulkWarmMs + p.bulkMs, broadcast: p.broadcastWarmMs + p.broadcastMs }[t] + 2000
+}
+
+function fmtCase(row, workers, r) {
+  const parts = []
+  const res = r.results || {}
+  if (res.latency && !res.latency.error) parts.push(`p50 ${res.latency.oneWayUs.p50.toFixed(1)} µs p99 ${res.latency.oneWayUs.p99.toFixed(1)} µs`)
+  if (res.throughput && !res.throughput.error) parts.push(`${Math.round(res.throughput.msgsPerSec).toLocaleString('en')} msgs/s`)
+  if (res.bulk && !res.bulk.error) parts.push(`${Math.round(res.bulk.MBps)} MB/s`)
+  if (res.broadcast && !res.broadcast.error) parts.push(`bcast N=${workers}: ${Math.round(res.broadcast.msgsPerSec).toLocaleString('en')}/s per receiver`)
+  const err = r.error ? `  ERROR: ${r.error}` : ''
+  return `  ${row.label.padEnd(40)} ${parts.join(' | ')}${err}`
+}
+
+async function main() {
+  const started = Date.now()
+  console.log(`cluster-shm benchmark${quick ? ' (quick)' : ''}: Node ${process.version}, ${os.cpus().length} CPU (${os.cpus()[0]?.model.trim()}), ${os.type()} ${os.release()}`)
+  const loadBefore = os.loadavg()
+  if (loadBefore[0] > 0.7) console.log(`  note: the machine is busy (load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}): figures will be noisier`)
+  const skipped = {}
+  if (rows.some((r) => r.mech === 'redis')) {
+    if (flag('no-redis')) skipped.redis = '--no-redis'
+    else {
+      try {
+        const r = await redisServer.start()
+        if (r.skipped) skipped.redis = r.skipped
+        else redis = r
+      } catch (err) {
+        skipped.redis = `redis-server did not start: ${err.message.split('\n')[0]}`
+      }
+    }
+    if (skipped.redis) console.log(`  skipping Redis: ${skipped.redis}`)
+    else console.log(`  redis-server ${redis.version} on 127.0.0.1:${redis.port} (pid ${redis.pid})`)
+  }
+  const cases = []
+  const plan = []
+  for (const row of rows) {
+    if (skipped[row.mech]) continue
+    const tests = row.tests.filter((t) => !onlyTests || onlyTests.includes(t))
+    if (tests.length) plan.push([row, 2, tests])
+  }
+  if (!onlyTests || onlyTests.includes('broadcast')) {
+    for (const n of FANOUT) for (const row of rows) if (row.fanout && !skipped[row.mech]) plan.push([row, n, ['broadcast']])
+  }
+  for (const [row, workers, tests] of plan) {
+    if (interrupted) break
+    const r = await runCase(row, workers, tests)
+    console.log(fmtCase(row, workers, r))
+    cases.push({ id: row.id, mech: row.mech, label: row.label, variant: row.variant, workers, tests, ...r })
+  }
+  const redisVersion = redis ? redis.version : null
+  if (redis) await redis.stop()
+  redis = null
+  const meta = {
+    date: new Date().toISOString(),
+    quick,
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${os.type()} ${os.release()} ${os.arch()}`,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model.trim(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    redisVersion,
+    params: PARAMS,
+    seconds: (Date.now() - started) / 1000,
+    loadavgBefore: loadBefore,
+    loadavgAfter: os.loadavg(),
+    skipped,
+    interrupted,
+  }
+  const files = report.write({ meta, rows, cases, outDir, updateReadme: !quick && !only && !onlyTests && opt('fanout') === undefined && !opt('out') })
+  console.log(`\n${files.markdown}\n`)
+  console.log(`results: ${outDir} (${Object.values(files.paths).map((f) => path.basename(f)).join(', ')}) in ${meta.seconds.toFixed(0)} s`)
+  const failed = cases.filter((c) => c.error)
+  if (failed.length) {
+    console.log(`${failed.length} case(s) failed:`)
+    for (const c of failed) console.log(`  ${c.label} N=${c.workers}: ${c.error}`)
+    process.exitCode = 1
+  }
+}
+
+// Whatever ends this process (an error, a closed stdout), the case running and redis-server go too.
+process.on('exit', () => {
+  if (current) killGroup(current)
+  if (redis) redis.kill()
+})
+process.stdout.on('error', () => {})
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    if (interrupted) return
+    interrupted = true
+    console.error(`\n${sig}: stopping`)
+    if (current) killGroup(current)
+    if (redis) redis.kill()
+    setTimeout(() => process.exit(130), 500)
+  })
+}
+
+main().catch((err) => {
+  console.error(err)
+  if (current) killGroup(current)
+  if (redis) redis.kill()
+  process.exitCode = 1
+})
