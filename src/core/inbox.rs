@@ -85,7 +85,8 @@ struct Assembly {
     buf: Vec<u8>,
 }
 
-struct SenderState {
+/// The reading state of one incoming ring: private cursor, reassembly, loss accounting.
+pub struct RingReader {
     cursor: u64,
     assembling: Option<Assembly>,
     /// Sequence of the last message counted as lost, so its further chunks are not counted again.
@@ -111,7 +112,7 @@ impl Budget {
 }
 
 pub struct Inbox {
-    senders: Vec<SenderState>,
+    senders: Vec<RingReader>,
     owners: Vec<u64>,
     epoch: u32,
     closed_reported: bool,
@@ -123,15 +124,7 @@ impl Inbox {
     pub fn new(ep: &Endpoint) -> Inbox {
         let e = ep.geometry().endpoints;
         let senders = (0..e)
-            .map(|from| SenderState {
-                cursor: if from == ep.index() {
-                    0
-                } else {
-                    ep.ring_from(from).head()
-                },
-                assembling: None,
-                lost_seq: None,
-            })
+            .map(|from| RingReader::new(if from == ep.index() { 0 } else { ep.ring_from(from).head() }))
             .collect();
         Inbox {
             senders,
@@ -163,7 +156,7 @@ impl Inbox {
             }
             let ring = ep.ring_from(from);
             let before = self.senders[from as usize].cursor;
-            self.drain_ring(from, &ring, batch, budget);
+            self.senders[from as usize].drain(from, &ring, batch, budget);
             let after = self.senders[from as usize].cursor;
             if after != before {
                 batch.commits.push((from, after));
@@ -174,8 +167,24 @@ impl Inbox {
         }
     }
 
-    fn drain_ring(&mut self, from: u32, ring: &Ring, batch: &mut Batch, budget: Budget) {
-        let st = &mut self.senders[from as usize];
+}
+
+impl RingReader {
+    /// Starts reading at ring position `cursor` (the ring's committed `head`).
+    pub fn new(cursor: u64) -> RingReader {
+        RingReader { cursor, assembling: None, lost_seq: None }
+    }
+
+    /// Where the next frame is read.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Appends what `ring` (from sender `from`) holds beyond the cursor to `batch`: complete
+    /// messages, `LOST` for messages that can never complete, `CORRUPT` (and a reset ring) for
+    /// inconsistent shared state. Never panics and never follows an unchecked length.
+    pub fn drain(&mut self, from: u32, ring: &Ring, batch: &mut Batch, budget: Budget) {
+        let st = self;
         loop {
             if batch.records >= budget.max_records || batch.bytes.len() >= budget.max_bytes {
                 return;
@@ -249,6 +258,9 @@ impl Inbox {
         }
     }
 
+}
+
+impl Inbox {
     fn registry_events(&mut self, ep: &Endpoint, batch: &mut Batch) {
         let shared = ep.shared();
         let epoch = shared.header().registry_epoch.load(Ordering::Acquire);

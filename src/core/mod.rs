@@ -29,6 +29,8 @@
 //! [`map`], regions).
 
 pub mod endpoint;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod inbox;
 pub mod layout;
 pub mod map;

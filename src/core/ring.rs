@@ -114,6 +114,11 @@ impl Ring {
         let tail = h.writer.tail.load(Ordering::Relaxed);
         let head = h.reader.head.load(Ordering::Acquire);
         if tail.wrapping_sub(head) > self.cap || tail % FRAME_ALIGN != 0 {
+            // Re-base on the reader's position (aligned up): unread frames, if any, are dropped
+            // and the reader, finding its cursor beyond the new tail, resets too. Both sides then
+            // agree again; this write reports the corruption once.
+            let rebased = head.wrapping_add(FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1);
+            h.writer.tail.store(rebased, Ordering::Release);
             return Err(RingError::Corrupt("writer sees head/tail out of range"));
         }
         Ok((tail, head))
@@ -319,11 +324,12 @@ impl Ring {
         h.writer.writer_waiting.load(Ordering::Relaxed) != 0 && h.writer.writer_waiting.swap(0, Ordering::AcqRel) != 0
     }
 
-    /// Drops everything unread (after corruption): head jumps to tail when tail is sane.
+    /// Drops everything unread (after corruption): `head` jumps to the published `tail`, exactly,
+    /// so the reader has nothing to read until the writer publishes again (a writer that finds
+    /// the cursors inconsistent re-bases its tail on `head`). Returns the new position.
     pub fn reset(&self) -> u64 {
         let h = self.hdr();
         let tail = h.writer.tail.load(Ordering::Acquire);
-        let tail = tail - tail % FRAME_ALIGN;
         h.reader.head.store(tail, Ordering::Release);
         tail
     }
@@ -471,14 +477,19 @@ pub(crate) mod tests {
         bad.kind = 200;
         r.put_header(0, bad);
         assert!(r.next_frame(0).is_err());
-        // a tail that runs more than a capacity ahead
+        // a tail that runs more than a capacity ahead: the reader refuses it; the writer reports
+        // it once, re-bases its tail on the reader's head, and works again
         r.hdr().writer.tail.store(4096, Ordering::Relaxed);
         assert!(r.next_frame(0).is_err());
-        assert!(r
-            .write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true)
-            .is_err());
-        assert_eq!(r.reset(), 4096);
-        assert_eq!(r.next_frame(4096).unwrap(), None);
+        assert!(r.write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true).is_err());
+        assert!(r.write_message(kind::BYTES, &[9], &mut Outgoing::default(), 240, true).unwrap());
+        let f = r.next_frame(0).unwrap().unwrap();
+        assert_eq!((f.header.len, f.header.flags), (1, flags::FIRST | flags::LAST));
+        // an unaligned tail: the reader's reset jumps exactly to it and then reads nothing more
+        r.hdr().writer.tail.store(f.next + 5, Ordering::Relaxed);
+        assert!(r.next_frame(f.next).is_err());
+        assert_eq!(r.reset(), f.next + 5);
+        assert_eq!(r.next_frame(f.next + 5).unwrap(), None);
     }
 
     #[test]
