@@ -27,7 +27,9 @@ pub fn ring_reader(input: &[u8]) {
     let hdr: Box<RingHeader> = Box::new(unsafe { std::mem::zeroed() });
     hdr.writer.tail.store(word(0), std::sync::atomic::Ordering::Relaxed);
     hdr.reader.head.store(word(8), std::sync::atomic::Ordering::Relaxed);
-    hdr.writer.writer_waiting.store(word(16) as u32, std::sync::atomic::Ordering::Relaxed);
+    hdr.writer
+        .writer_waiting
+        .store(word(16) as u32, std::sync::atomic::Ordering::Relaxed);
     let mut data = vec![0u64; CAP / 8];
     let bytes = input.get(20..).unwrap_or(&[]);
     for (i, b) in bytes.iter().take(CAP).enumerate() {
@@ -47,7 +49,10 @@ pub fn drive(ring: &Ring) {
     let mut rounds = 0;
     loop {
         let before = (reader.cursor(), batch.records);
-        let budget = Budget { max_records: batch.records + 16, max_bytes: usize::MAX };
+        let budget = Budget {
+            max_records: batch.records + 16,
+            max_bytes: usize::MAX,
+        };
         reader.drain(0, ring, &mut batch, budget);
         if (reader.cursor(), batch.records) == before {
             break;
@@ -134,7 +139,9 @@ mod tests {
         let ring = unsafe { Ring::new(&*hdr, data.as_mut_ptr(), CAP as u64) };
         let msgs: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 300 * i]).collect();
         for m in &msgs {
-            assert!(ring.write_message(kind::BYTES, m, &mut Outgoing::default(), CAP / 4 - 16, true).unwrap());
+            assert!(ring
+                .write_message(kind::BYTES, m, &mut Outgoing::default(), CAP / 4 - 16, true)
+                .unwrap());
         }
         let mut reader = RingReader::new(0);
         let mut batch = Batch::default();

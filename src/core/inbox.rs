@@ -124,7 +124,13 @@ impl Inbox {
     pub fn new(ep: &Endpoint) -> Inbox {
         let e = ep.geometry().endpoints;
         let senders = (0..e)
-            .map(|from| RingReader::new(if from == ep.index() { 0 } else { ep.ring_from(from).head() }))
+            .map(|from| {
+                RingReader::new(if from == ep.index() {
+                    0
+                } else {
+                    ep.ring_from(from).head()
+                })
+            })
             .collect();
         Inbox {
             senders,
@@ -166,13 +172,16 @@ impl Inbox {
             }
         }
     }
-
 }
 
 impl RingReader {
     /// Starts reading at ring position `cursor` (the ring's committed `head`).
     pub fn new(cursor: u64) -> RingReader {
-        RingReader { cursor, assembling: None, lost_seq: None }
+        RingReader {
+            cursor,
+            assembling: None,
+            lost_seq: None,
+        }
     }
 
     /// Where the next frame is read.
@@ -257,7 +266,6 @@ impl RingReader {
             }
         }
     }
-
 }
 
 impl Inbox {

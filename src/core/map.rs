@@ -299,8 +299,9 @@ impl SharedMap {
         self.capacity
     }
 
+    /// Keys held now (under the lock, so that a dead writer's slot is repaired first).
     pub fn len(&self) -> u32 {
-        self.header().count.load(Ordering::Acquire)
+        self.locked(|| self.header().count.load(Ordering::Acquire))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -65,9 +65,13 @@ pub enum Locked {
 }
 
 /// Takes the lock in `word` for `me`, stealing it from a dead holder. Spins, then yields; the
-/// locks built on it guard a few hundred nanoseconds of work, never a wait.
+/// locks built on it guard a few hundred nanoseconds of work, never a wait. Whether the holder
+/// lives is checked by elapsed time (after 1 ms, then backing off to every 50 ms), not by spin
+/// count, so a dead holder is replaced promptly even on a loaded machine.
 pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
     let mut spins: u32 = 0;
+    let mut started: Option<std::time::Instant> = None;
+    let mut next_check = std::time::Duration::from_millis(1);
     loop {
         let cur = word.load(Ordering::Relaxed);
         if is_free(cur) {
@@ -83,19 +87,22 @@ pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
             }
             continue;
         }
-        spins = spins.wrapping_add(1);
-        if spins % 4096 == 0
-            && !holder_alive(shared, cur)
-            && word
-                .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Locked::Recovered;
-        }
+        spins = spins.saturating_add(1);
         if spins < 64 {
             std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+            continue;
+        }
+        std::thread::yield_now();
+        let since = *started.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= next_check {
+            next_check = since.elapsed() + (next_check * 2).min(std::time::Duration::from_millis(50));
+            if !holder_alive(shared, cur)
+                && word
+                    .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Locked::Recovered;
+            }
         }
     }
 }

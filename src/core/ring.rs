@@ -481,8 +481,12 @@ pub(crate) mod tests {
         // it once, re-bases its tail on the reader's head, and works again
         r.hdr().writer.tail.store(4096, Ordering::Relaxed);
         assert!(r.next_frame(0).is_err());
-        assert!(r.write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true).is_err());
-        assert!(r.write_message(kind::BYTES, &[9], &mut Outgoing::default(), 240, true).unwrap());
+        assert!(r
+            .write_message(kind::BYTES, &[1], &mut Outgoing::default(), 240, true)
+            .is_err());
+        assert!(r
+            .write_message(kind::BYTES, &[9], &mut Outgoing::default(), 240, true)
+            .unwrap());
         let f = r.next_frame(0).unwrap().unwrap();
         assert_eq!((f.header.len, f.header.flags), (1, flags::FIRST | flags::LAST));
         // an unaligned tail: the reader's reset jumps exactly to it and then reads nothing more
