@@ -553,7 +553,7 @@ mod win {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessId {
     pub pid: u32,
-    /// Opaque start time, 0 = unknown. Linux: clock ticks since boot (/proc/PID/stat); macOS:
+    /// Opaque start time, 0 = unknown. Linux: clock ticks since boot (/proc/PID/task/PID/stat); macOS:
     /// microseconds since the epoch (kinfo_proc); Windows: the creation FILETIME (100 ns units
     /// since 1601). Only compared for equality, on one host.
     pub start_time: u64,
@@ -619,11 +619,19 @@ fn pid_exists(_pid: u32) -> bool {
     true
 }
 
-/// Start time of `pid`, from field 22 of /proc/PID/stat. The command name (field 2) may contain
-/// spaces and parentheses, so fields are counted from the last ')'.
+/// Start time of `pid`, from field 22 of the stat file of its main thread. The command name
+/// (field 2) may contain spaces and parentheses, so fields are counted from the last ')'.
+///
+/// `/proc/PID/task/PID/stat` holds the same start time as `/proc/PID/stat` (a process's start
+/// time is its main thread's), but qemu-user fakes `/proc/self/stat` and `/proc/<own pid>/stat`
+/// for the emulated process with a start time of its own, so the emulated process and the
+/// others would disagree about it; the task file is read for real. `/proc/PID/stat` remains the
+/// fallback.
 #[cfg(target_os = "linux")]
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .or_else(|_| std::fs::read_to_string(format!("/proc/{pid}/stat")))
+        .ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     // after ')' come fields 3.. ; starttime is field 22, i.e. the 20th of these.
     after.split_whitespace().nth(19)?.parse().ok()
