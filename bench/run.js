@@ -8,6 +8,7 @@
 //   npm run bench -- --quick      ~30 s smoke run, results in $TMPDIR/cluster-shm-bench-quick/
 //   options: --only=id,id (rows: see ROWS)  --tests=latency,throughput,bulk,broadcast
 //            --fanout=4,8 (broadcast sizes beyond N=2; empty: none)  --out=DIR  --no-redis
+//            --repeat=K (every case K times, round-robin; the report shows medians)
 //
 // Method: bench/README.md.
 
@@ -31,6 +32,7 @@ const PARAMS = quick
   : { latencyWarmMs: 500, latencyMs: 2000, maxRounds: 400_000, streamWarmMs: 300, streamMs: 2000, bulkWarmMs: 300, bulkMs: 2000, broadcastWarmMs: 200, broadcastMs: 1500 }
 const FANOUT = opt('fanout') !== undefined ? opt('fanout').split(',').filter(Boolean).map(Number) : quick ? [4] : [4, 8]
 const onlyTests = opt('tests')?.split(',')
+const REPEAT = Math.max(1, Number(opt('repeat') ?? 1))
 
 /** The rows of the report: a mechanism with a variant, and the tests that apply to it. */
 const ALL = ['latency', 'throughput', 'bulk', 'broadcast']
@@ -138,6 +140,18 @@ async function main() {
     if (skipped.redis) console.log(`  skipping Redis: ${skipped.redis}`)
     else console.log(`  redis-server ${redis.version} on 127.0.0.1:${redis.port} (pid ${redis.pid})`)
   }
+  if (rows.some((r) => r.mech === 'cluster-shm')) {
+    // The addon must load and create a segment; otherwise every cluster-shm case would fail alike.
+    try {
+      const lib = require(process.env.BENCH_LIB || path.join(__dirname, '..'))
+      lib.masterInit({ workers: 1 }).close()
+      delete process.env[lib.SEGMENT_ENV]
+    } catch (err) {
+      skipped['cluster-shm'] = `the addon does not work here: ${err.message.split('\n')[0]}`
+      console.log(`  skipping cluster-shm: ${skipped['cluster-shm']}`)
+      process.exitCode = 1
+    }
+  }
   const cases = []
   const plan = []
   for (const row of rows) {
@@ -148,11 +162,14 @@ async function main() {
   if (!onlyTests || onlyTests.includes('broadcast')) {
     for (const n of FANOUT) for (const row of rows) if (row.fanout && !skipped[row.mech]) plan.push([row, n, ['broadcast']])
   }
-  for (const [row, workers, tests] of plan) {
-    if (interrupted) break
-    const r = await runCase(row, workers, tests)
-    console.log(fmtCase(row, workers, r))
-    cases.push({ id: row.id, mech: row.mech, label: row.label, variant: row.variant, workers, tests, ...r })
+  for (let round = 1; round <= REPEAT; round++) {
+    if (REPEAT > 1) console.log(`  -- round ${round} of ${REPEAT}`)
+    for (const [row, workers, tests] of plan) {
+      if (interrupted) break
+      const r = await runCase(row, workers, tests)
+      console.log(fmtCase(row, workers, r))
+      cases.push({ id: row.id, mech: row.mech, label: row.label, variant: row.variant, workers, tests, round, ...r })
+    }
   }
   const redisVersion = redis ? redis.version : null
   if (redis) await redis.stop()
@@ -168,6 +185,7 @@ async function main() {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     redisVersion,
     params: PARAMS,
+    repeat: REPEAT,
     seconds: (Date.now() - started) / 1000,
     loadavgBefore: loadBefore,
     loadavgAfter: os.loadavg(),

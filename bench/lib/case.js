@@ -156,8 +156,10 @@ async function streamRound(receivers, k, size, durationMs) {
 }
 
 async function stream(receivers, k, size, warmMs, ms) {
-  await streamRound(receivers, k, size, warmMs)
-  return streamRound(receivers, k, size, ms)
+  const warm = await streamRound(receivers, k, size, warmMs)
+  const r = await streamRound(receivers, k, size, ms)
+  r.warmup = { messages: warm.messages, msgsPerSec: warm.msgsPerSec }
+  return r
 }
 
 const tests = {

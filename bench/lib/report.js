@@ -15,18 +15,48 @@ const NATIVE = path.join(__dirname, '..', 'results', 'native.json')
 function figures(rows, cases) {
   const f = {}
   for (const row of rows) f[row.id] = { id: row.id, label: row.label, shm: !!row.shm, broadcast: {}, errors: [] }
+  const runs = new Map() // `${id}|${test}|${workers}` -> [result]
   for (const c of cases) {
     const x = f[c.id]
     if (!x) continue
-    if (c.error) x.errors.push(`N=${c.workers}: ${c.error}`)
-    const r = c.results || {}
-    for (const [test, v] of Object.entries(r)) {
+    if (c.error) x.errors.push(`N=${c.workers}${c.round > 1 ? ` (round ${c.round})` : ''}: ${c.error}`)
+    for (const [test, v] of Object.entries(c.results || {})) {
       if (!v || v.error) continue
-      if (test === 'broadcast') x.broadcast[c.workers] = v
-      else x[test] = v
+      const key = `${c.id}|${test}|${c.workers}`
+      if (!runs.has(key)) runs.set(key, [])
+      runs.get(key).push(v)
     }
   }
+  for (const [key, list] of runs) {
+    const [id, test, workers] = key.split('|')
+    const v = combine(list)
+    if (test === 'broadcast') f[id].broadcast[workers] = v
+    else f[id][test] = v
+  }
   return f
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** The median of every figure over the rounds of one case (one round: itself). */
+function combine(list) {
+  if (list.length === 1) return list[0]
+  const out = JSON.parse(JSON.stringify(list[0]))
+  const paths = [['oneWayUs', 'p50'], ['oneWayUs', 'p90'], ['oneWayUs', 'p99'], ['oneWayUs', 'min'], ['oneWayUs', 'mean'], ['cpuPerMsgUs'], ['msgsPerSec'], ['deliveriesPerSec'], ['MBps'], ['seconds']]
+  for (const p of paths) {
+    const vals = list.map((v) => p.reduce((o, k) => o?.[k], v)).filter((x) => typeof x === 'number')
+    if (vals.length !== list.length) continue
+    let o = out
+    for (const k of p.slice(0, -1)) o = o[k]
+    o[p[p.length - 1]] = median(vals)
+  }
+  out.rounds = list.length
+  out.perRound = list.map((v) => ({ p50: v.oneWayUs?.p50, p99: v.oneWayUs?.p99, msgsPerSec: v.msgsPerSec, MBps: v.MBps, cpuPerMsgUs: v.cpuPerMsgUs }))
+  return out
 }
 
 const get = {
@@ -78,7 +108,7 @@ const PEERS = ['ps-json', 'ps-advanced', 'unix-socket', 'redis']
 function markdown(meta, rows, f, native) {
   const out = []
   const when = meta.date.replace('T', ' ').replace(/\..*/, ' UTC')
-  out.push(`Run of ${when}${meta.quick ? ' (quick: short phases, noisier)' : ''}: Node ${meta.node}, ${meta.cpus} vCPU (${meta.cpuModel}), ${meta.memoryGiB} GiB, ${meta.platform}${meta.redisVersion ? `, redis-server ${meta.redisVersion}` : ''}; ${num(meta.seconds, 0)} s; load average before ${(meta.loadavgBefore || []).map((l) => num(l, 2)).join(' ')}.`)
+  out.push(`Run of ${when}${meta.quick ? ' (quick: short phases, noisier)' : ''}${meta.repeat > 1 ? ` (every case ${meta.repeat} times, round-robin; medians)` : ''}: Node ${meta.node}, ${meta.cpus} vCPU (${meta.cpuModel}), ${meta.memoryGiB} GiB, ${meta.platform}${meta.redisVersion ? `, redis-server ${meta.redisVersion}` : ''}; ${num(meta.seconds, 0)} s; load average before ${(meta.loadavgBefore || []).map((l) => num(l, 2)).join(' ')}.`)
   const sk = Object.entries(meta.skipped || {})
   if (sk.length) out.push(`\nSkipped: ${sk.map(([k, v]) => `${k} (${v})`).join('; ')}.`)
   const ids = rows.map((r) => r.id).filter((id) => f[id])
