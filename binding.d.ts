@@ -36,10 +36,22 @@ export declare class NativeBus {
   attached(): Array<number>
   /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */
   processExited(pid: number): Array<number>
+  /**
+   * This attachment's generation (low 16 bits): envelopes for processes carry the receiver's,
+   * so a successor at the same index can tell what was meant for its predecessor.
+   */
+  get generation(): number
+  /** `[generation & 0xffff, flags]` of the process holding `index`, or null when none does. */
+  holderInfo(index: number): Array<number> | null
+  /** Says whether this process answers requests (read by requesters before they send). */
+  setHandlesRequests(on: boolean): void
   /** Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern). */
   topicSubscribe(topic: string): void
   topicUnsubscribe(topic: string): void
-  /** Attached processes subscribed to `topic` (directly or by pattern), this one included. */
+  /**
+   * Attached processes subscribed to `topic` (directly or by pattern), this one included, as
+   * `[index, generation & 0xffff, index, generation, ...]`.
+   */
   topicTargets(topic: string): Array<number>
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
@@ -110,3 +122,9 @@ export declare function attachCluster(name: string, index: number): NativeBus
 
 /** Creates this cluster's segment (`workers` + the primary) and attaches the primary. */
 export declare function createCluster(workers: number, ringSize: number, heapSize: number): NativeBus
+
+/**
+ * index.js registers its `ClusterShmError(code, message)` class here, so that errors thrown by
+ * the addon are instances of it.
+ */
+export declare function registerErrorClass(errorClass: (arg0: string, arg1: string) => unknown): void

@@ -841,3 +841,4 @@ module.exports.NativeRegion = nativeBinding.NativeRegion
 module.exports.NativeSemaphore = nativeBinding.NativeSemaphore
 module.exports.attachCluster = nativeBinding.attachCluster
 module.exports.createCluster = nativeBinding.createCluster
+module.exports.registerErrorClass = nativeBinding.registerErrorClass

@@ -18,9 +18,11 @@ const SEGMENT_ENV = 'CLUSTER_SHM_SEGMENT'
 const BYTES = 1
 const UTF8 = 2
 const VALUE = 3
-const TOPIC = 5 // [kind u8][topic length u8][topic][data]
-const REQUEST = 6 // [id u32][kind u8][0 u8][method length u16][method][data]
-const RESPONSE = 7 // [id u32][kind u8][status u8: 0 ok, 1 error][0 u16][data]
+// Envelopes for a process (not a mailbox) start with the receiver's generation (u16 LE): a
+// successor at the same index drops what was meant for its predecessor.
+const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
+const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][0 u16][method][data]
+const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
 const PEER_UP = 16
 const PEER_DOWN = 17
 const LOST = 18
@@ -38,6 +40,8 @@ class ClusterShmError extends Error {
     this.code = code
   }
 }
+// Errors thrown by the addon itself are ClusterShmErrors too.
+native.registerErrorClass(ClusterShmError)
 
 const fail = (code, message) => {
   throw new ClusterShmError(code, message)
@@ -66,22 +70,34 @@ function bytesOf(payload) {
   return typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
 }
 
-function requestEnvelope(id, kind, method, payload) {
+function requestEnvelope(generation, id, kind, method, payload) {
   const m = Buffer.from(method, 'utf8')
-  const head = Buffer.alloc(8)
-  head.writeUInt32LE(id, 0)
-  head[4] = kind
-  head.writeUInt16LE(m.length, 6)
+  const head = Buffer.alloc(12)
+  head.writeUInt16LE(generation, 0)
+  head[2] = kind
+  head.writeUInt32LE(id, 4)
+  head.writeUInt16LE(m.length, 8)
   return Buffer.concat([head, m, bytesOf(payload)])
 }
 
-function responseEnvelope(id, kind, status, payload) {
+function responseEnvelope(generation, id, kind, status, payload) {
   const head = Buffer.alloc(8)
-  head.writeUInt32LE(id, 0)
-  head[4] = kind
-  head[5] = status
+  head.writeUInt16LE(generation, 0)
+  head[2] = kind
+  head[3] = status
+  head.writeUInt32LE(id, 4)
   return Buffer.concat([head, bytesOf(payload)])
 }
+
+function checkRequestOptions(options) {
+  const { timeout = 30000, signal, method = '' } = checkOptions(options, 'options')
+  checkInt('timeout', timeout, 0, 2 ** 31 - 1)
+  if (typeof method !== 'string' || Buffer.byteLength(method) > 65535) fail('ERR_INVALID_ARG', 'method must be a string of at most 65535 bytes')
+  if (signal !== undefined && !(signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+  return { timeout, signal, method }
+}
+
+const HANDLES_REQUESTS = 1 // src/core/layout.rs
 
 function isUint8(data) {
   return data instanceof Uint8Array && (data.constructor === Uint8Array || Buffer.isBuffer(data))
@@ -138,6 +154,7 @@ class Bus extends EventEmitter {
   #topics = new Map() // topic or pattern -> Set of callbacks
   #handlers = new Map() // method ('' = respond()) -> handler
   #pending = new Map() // request id -> { to, settle }
+  #generation // this attachment's generation (u16), checked on envelopes
   #nextRequest = 0
   #polled = null // batch being handed out by read()
   #polledAt = 0
@@ -148,6 +165,7 @@ class Bus extends EventEmitter {
     this.#native = nativeBus
     this.#primary = nativeBus.endpoints - 1
     this.#self = nativeBus.index
+    this.#generation = nativeBus.generation
     this.#spin = spinMicros
     const onExit = () => this.close()
     process.on('exit', onExit)
@@ -251,12 +269,17 @@ class Bus extends EventEmitter {
     })
   }
 
-  /** Sends to each of `targets`; resolves with how many processes got it (those that left do not count). */
-  #fanOut(targets, kind, payload, timeout) {
+  /**
+   * Sends to each of `targets`; resolves with how many processes got it (those that left do not
+   * count). With `generations`, `payload` is an envelope whose first two bytes get each target's.
+   */
+  #fanOut(targets, kind, payload, timeout, generations) {
     if (typeof payload === 'string' && targets.length > 1) payload = Buffer.from(payload, 'utf8') // encode once
     let n = targets.length
     const pending = []
-    for (const t of targets) {
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]
+      if (generations !== undefined) payload.writeUInt16LE(generations[i], 0) // the write copies it right away
       const p = this.#send(t, kind, payload, timeout, true)
       if (p !== RESOLVED) pending.push(p.catch((err) => { if (err.code === 'ERR_PEER_GONE') n--; else throw err }))
     }
@@ -353,19 +376,26 @@ class Bus extends EventEmitter {
       if (timeout !== undefined) checkInt('timeout', timeout, 0, 2 ** 31 - 1)
       if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
       if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
-      const targets = this.#native.topicTargets(topic)
+      const pairs = this.#native.topicTargets(topic) // [index, generation, ...]
       const [kind, payload] = encode(data)
       const topicBytes = Buffer.from(topic, 'utf8')
-      const head = Buffer.allocUnsafe(2)
-      head[0] = kind
-      head[1] = topicBytes.length
-      const envelope = Buffer.concat([head, topicBytes, typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload])
-      const self = targets.indexOf(this.#self)
-      if (self >= 0) {
-        targets.splice(self, 1)
-        this.#later(() => this.#handleTopic(this.#self, envelope, 0, envelope.length))
+      const head = Buffer.alloc(4)
+      head[2] = kind
+      head[3] = topicBytes.length
+      const envelope = Buffer.concat([head, topicBytes, bytesOf(payload)])
+      const targets = []
+      const generations = []
+      let self = false
+      for (let i = 0; i < pairs.length; i += 2) {
+        if (pairs[i] === this.#self) self = true
+        else targets.push(pairs[i]), generations.push(pairs[i + 1])
       }
-      return this.#fanOut(targets, TOPIC, envelope, timeout).then((n) => n + (self >= 0 ? 1 : 0))
+      if (self) {
+        const mine = Buffer.from(envelope)
+        mine.writeUInt16LE(this.#generation, 0)
+        this.#later(() => this.#handleTopic(this.#self, mine, 0, mine.length))
+      }
+      return this.#fanOut(targets, TOPIC, envelope, timeout, generations).then((n) => n + (self ? 1 : 0))
     } catch (err) {
       return Promise.reject(err)
     }
@@ -379,14 +409,17 @@ class Bus extends EventEmitter {
    */
   request(to, data, options) {
     try {
-      const { timeout = 30000, signal, method = '' } = checkOptions(options, 'options')
-      checkInt('timeout', timeout, 0, 2 ** 31 - 1)
-      if (typeof method !== 'string' || Buffer.byteLength(method) > 65535) fail('ERR_INVALID_ARG', 'method must be a string')
-      if (signal !== undefined && !(signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+      const { timeout, signal, method } = checkRequestOptions(options)
       const t = this.#target(to)
       const [kind, payload] = encode(data)
       if (signal?.aborted) fail('ERR_ABORTED', 'the request was aborted')
-      if (t !== -2 && !this.#native.attached().includes(t)) fail('ERR_NOT_ATTACHED', `no process is attached at ${to}`)
+      let generation = this.#generation
+      if (t !== -2) {
+        const holder = this.#native.holderInfo(t) // [generation, flags] or null
+        if (holder === null) fail('ERR_NOT_ATTACHED', `no process is attached at ${to}`)
+        if ((holder[1] & HANDLES_REQUESTS) === 0) throw new RemoteError(`no handler for requests at ${to}`, 'ERR_NO_HANDLER', to)
+        generation = holder[0]
+      }
       const id = (this.#nextRequest = (this.#nextRequest + 1) >>> 0)
       return new Promise((resolve, reject) => {
         let timer
@@ -403,7 +436,7 @@ class Bus extends EventEmitter {
         timer = setTimeout(() => settle(new ClusterShmError('ERR_TIMEOUT', `no answer from ${to} within ${timeout} ms`)), timeout)
         signal?.addEventListener('abort', onAbort, { once: true })
         this.#update()
-        const envelope = requestEnvelope(id, kind, method, payload)
+        const envelope = requestEnvelope(generation, id, kind, method, payload)
         if (t === -2) return this.#later(() => this.#handleRequest(this.#self, envelope, 0, envelope.length))
         this.#send(t, REQUEST, envelope, undefined, true).then(undefined, (err) => settle(err))
       })
@@ -418,6 +451,8 @@ class Bus extends EventEmitter {
    */
   requestAll(data, options) {
     try {
+      checkRequestOptions(options)
+      if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
       const targets = this.peers()
       const results = targets.map((to) =>
         this.request(to, data, options).then(
@@ -445,10 +480,12 @@ class Bus extends EventEmitter {
     if (typeof handler !== 'function') fail('ERR_INVALID_ARG', 'handler must be a function')
     if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
     this.#handlers.set(method, handler)
+    this.#native.setHandlesRequests(true) // requesters check this before they send
     this.#update()
     return {
       unsubscribe: () => {
         if (this.#handlers.get(method) === handler) this.#handlers.delete(method)
+        if (this.#handlers.size === 0 && !this.#closed) this.#native.setHandlesRequests(false)
         this.#update()
       },
     }
@@ -520,9 +557,10 @@ class Bus extends EventEmitter {
   }
 
   #handleTopic(from, b, start, end) {
-    const kind = b[start]
-    const topicEnd = start + 2 + b[start + 1]
-    const topic = b.toString('utf8', start + 2, topicEnd)
+    if (b.readUInt16LE(start) !== this.#generation) return // meant for this index's previous holder
+    const kind = b[start + 2]
+    const topicEnd = start + 4 + b[start + 3]
+    const topic = b.toString('utf8', start + 4, topicEnd)
     const callbacks = []
     for (const name of topicPatterns(topic)) {
       const set = this.#topics.get(name)
@@ -542,19 +580,23 @@ class Bus extends EventEmitter {
   }
 
   #handleRequest(from, b, start, end) {
-    const id = b.readUInt32LE(start)
-    const kind = b[start + 4]
-    const methodEnd = start + 8 + b.readUInt16LE(start + 6)
-    const method = b.toString('utf8', start + 8, methodEnd)
+    if (b.readUInt16LE(start) !== this.#generation) return // meant for this index's previous holder
+    const kind = b[start + 2]
+    const id = b.readUInt32LE(start + 4)
+    const methodEnd = start + 12 + b.readUInt16LE(start + 8)
+    const method = b.toString('utf8', start + 12, methodEnd)
+    // The requester's generation, so the answer cannot reach a successor of it.
+    const back = from === this.#self ? this.#generation : this.#native.holderInfo(from)?.[0]
+    if (back === undefined) return // the requester left
     const handler = this.#handlers.get(method) ?? (method === '' ? undefined : this.#handlers.get('*'))
     const reply = (status, value) => {
       if (this.#closed) return
       let envelope
       try {
         const [k, payload] = encode(value)
-        envelope = responseEnvelope(id, k, status, payload)
+        envelope = responseEnvelope(back, id, k, status, payload)
       } catch (err) {
-        envelope = responseEnvelope(id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
+        envelope = responseEnvelope(back, id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
       }
       if (from === this.#self) return this.#later(() => this.#handleResponse(from, envelope, 0, envelope.length))
       this.#send(from, RESPONSE, envelope, undefined, true).catch(() => {}) // the requester left: nobody to tell
@@ -575,16 +617,17 @@ class Bus extends EventEmitter {
   }
 
   #handleResponse(from, b, start, end) {
-    const id = b.readUInt32LE(start)
+    if (b.readUInt16LE(start) !== this.#generation) return // meant for this index's previous holder
+    const id = b.readUInt32LE(start + 4)
     const pending = this.#pending.get(id)
     if (pending === undefined || pending.to !== from && !(from === this.#self && pending.to === -2)) return // late: timed out or aborted
     let value
     try {
-      value = decode(b[start + 4], b, start + 8, end)
+      value = decode(b[start + 2], b, start + 8, end)
     } catch (err) {
       return pending.settle(new ClusterShmError('ERR_UNSERIALIZABLE', `answer cannot be decoded: ${err.message}`))
     }
-    if (b[start + 5] === 0) return pending.settle(null, value)
+    if (b[start + 3] === 0) return pending.settle(null, value)
     const err = new RemoteError(value?.message ?? 'remote handler failed', value?.code ?? 'ERR_REMOTE', this.#toPublic(from))
     pending.settle(err)
   }

@@ -39,11 +39,28 @@ fn coded(code: &'static str, msg: impl ToString) -> Coded {
     }
 }
 
-/// Throws `Coded` errors as JS errors whose `code` is the stable code (napi-rs would otherwise put
-/// its own status name there).
+/// The JS error class (index.js's ClusterShmError), registered once per environment.
+type ErrorClass = FunctionRef<FnArgs<(String, String)>, Unknown<'static>>;
+
+/// index.js registers its `ClusterShmError(code, message)` class here, so that errors thrown by
+/// the addon are instances of it.
+#[napi]
+pub fn register_error_class(env: Env, error_class: Function<FnArgs<(String, String)>, Unknown<'static>>) -> Result<()> {
+    env.set_instance_data(error_class.create_ref()?, (), |_| {})
+}
+
+/// Throws `Coded` errors as `ClusterShmError`s (or, before index.js registered it, as plain errors
+/// with the same `code`).
 fn js<T>(env: &Env, r: CodedResult<T>) -> Result<T> {
     r.or_else(|e| {
-        env.throw_error(&e.message, Some(e.code))?;
+        let class = env.get_instance_data::<ErrorClass>().ok().flatten();
+        let thrown = class
+            .and_then(|c| c.borrow_back(env).ok())
+            .and_then(|ctor| ctor.new_instance((e.code.to_owned(), e.message.clone()).into()).ok())
+            .map(|err| env.throw(err));
+        if !matches!(thrown, Some(Ok(()))) {
+            env.throw_error(&e.message, Some(e.code))?;
+        }
         Err(Error::new(Status::PendingException, e.message))
     })
 }
@@ -479,6 +496,29 @@ impl NativeBus {
         self.inner.ep.shared().process_exited(pid)
     }
 
+    /// This attachment's generation (low 16 bits): envelopes for processes carry the receiver's,
+    /// so a successor at the same index can tell what was meant for its predecessor.
+    #[napi(getter)]
+    pub fn generation(&self) -> u32 {
+        self.inner.ep.generation() & 0xffff
+    }
+
+    /// `[generation & 0xffff, flags]` of the process holding `index`, or null when none does.
+    #[napi]
+    pub fn holder_info(&self, index: u32) -> Option<Vec<u32>> {
+        let shared = self.inner.ep.shared();
+        (index < shared.geometry().endpoints)
+            .then(|| shared.holder_info(index))
+            .flatten()
+            .map(|(g, f)| vec![g & 0xffff, f])
+    }
+
+    /// Says whether this process answers requests (read by requesters before they send).
+    #[napi]
+    pub fn set_handles_requests(&self, on: bool) {
+        self.inner.ep.set_flag(crate::core::layout::HANDLES_REQUESTS, on);
+    }
+
     /// Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern).
     #[napi]
     pub fn topic_subscribe(&self, env: &Env, topic: String) -> Result<()> {
@@ -498,7 +538,8 @@ impl NativeBus {
         js(env, r)
     }
 
-    /// Attached processes subscribed to `topic` (directly or by pattern), this one included.
+    /// Attached processes subscribed to `topic` (directly or by pattern), this one included, as
+    /// `[index, generation & 0xffff, index, generation, ...]`.
     #[napi]
     pub fn topic_targets(&self, env: &Env, topic: String) -> Result<Vec<u32>> {
         let r = self.inner.topics().and_then(|t| {
@@ -508,7 +549,9 @@ impl NativeBus {
             let shared = self.inner.ep.shared();
             Ok(t.subscribers(&topic)
                 .into_iter()
-                .filter(|&i| i < shared.geometry().endpoints && shared.holder(i).is_some())
+                .filter(|&i| i < shared.geometry().endpoints)
+                .filter_map(|i| shared.holder_info(i).map(|(g, _)| [i, g & 0xffff]))
+                .flatten()
                 .collect())
         });
         js(env, r)

@@ -214,6 +214,14 @@ impl Shared {
         })
     }
 
+    /// The holder of `index` as `(generation, flags)`, if any. The generation tells a holder from
+    /// the ones before and after it; the flags say what it offers (`layout::HANDLES_REQUESTS`).
+    pub fn holder_info(&self, index: u32) -> Option<(u32, u32)> {
+        let reg = &self.slot(index).registration;
+        let o = reg.owner.load(Ordering::Acquire);
+        (owner_pid(o) != 0).then(|| (owner_gen(o), reg.flags.load(Ordering::Acquire)))
+    }
+
     /// Owner word of `index`: changes whenever its holder changes (0 in the PID half: free).
     pub fn owner_word(&self, index: u32) -> u64 {
         self.slot(index).registration.owner.load(Ordering::Acquire)
@@ -351,6 +359,7 @@ impl Endpoint {
                 .ok_or(AttachError::NoFreeIndex)?,
         };
         shared.slot(index).data_bell.sleeping.store(0, Ordering::Release);
+        shared.slot(index).registration.flags.store(0, Ordering::Release);
         // Subscriptions belong to a process, not to an index: drop the previous holder's.
         super::topics::clear_indices(&shared, &[index]);
         shared.registry_changed();
@@ -360,6 +369,21 @@ impl Endpoint {
     pub fn index(&self) -> u32 {
         self.index
     }
+    /// This attachment's generation: distinguishes it from earlier and later holders of its index.
+    pub fn generation(&self) -> u32 {
+        owner_gen(self.owner)
+    }
+
+    /// Sets or clears flags this process offers (`layout::HANDLES_REQUESTS`).
+    pub fn set_flag(&self, flag: u32, on: bool) {
+        let flags = &self.shared.slot(self.index).registration.flags;
+        if on {
+            flags.fetch_or(flag, Ordering::AcqRel);
+        } else {
+            flags.fetch_and(!flag, Ordering::AcqRel);
+        }
+    }
+
     /// This attachment as a holder of permits and locks (see `objects::holder_word`).
     pub fn holder_word(&self) -> u64 {
         super::objects::holder_word(self.index, owner_gen(self.owner), owner_pid(self.owner))

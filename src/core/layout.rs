@@ -75,7 +75,12 @@ pub struct Registration {
     /// Process start time of the owner, valid when `start_generation` equals the owner's generation.
     pub start_time: AtomicU64,
     pub start_generation: AtomicU32,
+    /// What the holder offers, set by the holder (bit 0: it answers requests). Reset on attach.
+    pub flags: AtomicU32,
 }
+
+/// `Registration::flags`: the holder has request handlers, so requests to it will be answered.
+pub const HANDLES_REQUESTS: u32 = 1;
 
 /// An eventcount: `seq` is the futex word, `sleeping` says a waiter announced that it will sleep.
 #[repr(C, align(128))]

@@ -32,7 +32,8 @@ pub enum WaitOutcome {
 #[cfg(target_os = "linux")]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        // `as _`: libc's musl `time_t` alias is deprecated (it will become 64-bit).
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `word` is a live, 4-byte aligned AtomicU32 (in our own memory or in a mapped

@@ -61,7 +61,7 @@ const _: () = assert!(SLOTS.is_power_of_two() && ENTRY % 64 == 0);
 /// Why a topic was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicError {
-    /// Empty, longer than `MAX_TOPIC` bytes, or a `*` anywhere but at the end.
+    /// Empty, longer than `MAX_TOPIC` bytes, or a `*` other than a whole last level (`a.*`, `*`).
     InvalidName,
     /// `MAX_TOPICS` distinct names are in use.
     TableFull,
@@ -70,7 +70,12 @@ pub enum TopicError {
 impl std::fmt::Display for TopicError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::InvalidName => write!(f, "topic must be 1..={MAX_TOPIC} bytes, with '*' only at the end"),
+            Self::InvalidName => {
+                write!(
+                    f,
+                    "topic must be 1..={MAX_TOPIC} bytes; '*' only as a whole last level ('room.*' or '*')"
+                )
+            }
             Self::TableFull => write!(f, "the cluster uses {MAX_TOPICS} distinct topics already"),
         }
     }
@@ -82,8 +87,14 @@ fn fnv1a(b: &[u8]) -> u64 {
     })
 }
 
+/// 1..=128 bytes; a `*` only as the whole name or as the last level (`room.*`), the only
+/// patterns a publisher's per-level lookups can find.
 fn valid(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_TOPIC && !name[..name.len() - 1].contains('*')
+    let pattern_ok = match name.find('*') {
+        None => true,
+        Some(i) => i == name.len() - 1 && (name == "*" || name.ends_with(".*")),
+    };
+    !name.is_empty() && name.len() <= MAX_TOPIC && pattern_ok
 }
 
 pub struct Topics {
@@ -285,6 +296,7 @@ mod tests {
         clear_indices(&s, &[1]);
         assert_eq!(t.subscribers("a.b"), vec![0]);
         assert_eq!(t.subscribe("a*b", 0), Err(TopicError::InvalidName));
+        assert_eq!(t.subscribe("new*", 0), Err(TopicError::InvalidName));
         assert_eq!(t.subscribe("", 0), Err(TopicError::InvalidName));
         assert_eq!(t.subscribe(&"x".repeat(129), 0), Err(TopicError::InvalidName));
         s.close_cluster();
