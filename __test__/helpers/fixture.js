@@ -1,0 +1,104 @@
+'use strict'
+// Fixture-side helpers (used by the scripts in __test__/fixtures, which run as a real cluster
+// primary and its workers). Output is one JSON object per line on the primary's stdout; workers
+// send their lines to the primary over the cluster IPC channel, which prints them. Commands from
+// the test arrive as JSON lines on the primary's stdin.
+
+const cluster = require('node:cluster')
+const readline = require('node:readline')
+
+const lib = require('../..')
+
+function write(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n')
+}
+
+/** Prints one line (primary) or hands it to the primary (worker). */
+function out(obj) {
+  if (cluster.isPrimary) write(obj)
+  else if (process.connected) process.send({ __out: { pid: process.pid, ...obj } })
+}
+
+/** Primary: prints the lines of the workers; calls `onMessage(worker, msg)` for other messages. */
+function relay(onMessage) {
+  cluster.on('message', (worker, msg) => {
+    if (msg && typeof msg === 'object' && msg.__out) write(msg.__out)
+    else if (onMessage) onMessage(worker, msg)
+  })
+}
+
+/** Primary: calls `cb(cmd)` for every JSON line on stdin. Returns stop(), which lets the process exit. */
+function commands(cb) {
+  const rl = readline.createInterface({ input: process.stdin })
+  rl.on('line', (line) => {
+    if (line.trim() !== '') cb(JSON.parse(line))
+  })
+  return () => {
+    rl.close()
+    process.stdin.destroy()
+  }
+}
+
+/** Reports an uncaught error as a line and exits with 1 (workers hand the line over first). */
+function reportErrors() {
+  const die = (err) => {
+    const line = { event: 'error', message: String(err && err.message), code: err && err.code, stack: String(err && err.stack) }
+    if (cluster.isPrimary) {
+      write(line)
+      process.exit(1)
+    } else if (process.connected) {
+      process.send({ __out: { pid: process.pid, ...line } }, () => process.exit(1))
+    } else {
+      process.exit(1)
+    }
+  }
+  process.on('uncaughtException', die)
+  process.on('unhandledRejection', die)
+}
+
+/** A timer that does not keep the process alive: exits with code 3 if the fixture is still running. */
+function watchdog(ms) {
+  setTimeout(() => {
+    out({ event: 'watchdog' })
+    process.exit(3)
+  }, ms).unref()
+}
+
+/** Resolves once `cond()` is true (checked every `every` ms), or rejects after `timeout` ms. */
+async function until(cond, { timeout = 10_000, every = 5, what = 'condition' } = {}) {
+  const end = Date.now() + timeout
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, every))
+  }
+}
+
+/** Worker: resolves with the next IPC message from the primary matching `type`. */
+function fromPrimary(type) {
+  return new Promise((resolve) => {
+    const on = (msg) => {
+      if (msg && msg.type === type) {
+        process.off('message', on)
+        resolve(msg)
+      }
+    }
+    process.on('message', on)
+  })
+}
+
+/** Primary: resolves with the next IPC message of `type` from any worker: [worker, msg]. */
+function fromWorker(type) {
+  return new Promise((resolve) => {
+    const on = (worker, msg) => {
+      if (msg && msg.type === type) {
+        cluster.off('message', on)
+        resolve([worker, msg])
+      }
+    }
+    cluster.on('message', on)
+  })
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+module.exports = { lib, out, relay, commands, reportErrors, watchdog, until, fromPrimary, fromWorker, sleep, cluster }
