@@ -26,12 +26,17 @@ export declare class NativeBus {
   /** Same as `write` for a string payload, without a Buffer in between. */
   writeString(to: number, data: string): boolean
   /**
-   * Queues a message for the sender thread. Resolves with null once it is in the receiver's
-   * ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`,
-   * `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to` now, not for
-   * whoever holds the index later (broadcast, publish, requests).
+   * Registers `callback(id, result)`, through which queued sends and acquires report how they
+   * ended ('' or a code for sends; 'clean', 'recovered' or a code for acquires).
    */
-  sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs: number | undefined | null, bound: boolean): Promise<string | null>
+  setCompletionHandler(callback: (id: number, result: string) => void): void
+  /**
+   * Queues a message for the sender thread; returns the id its completion will carry: '' once
+   * it is in the receiver's ring, or a code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`,
+   * `ERR_CORRUPT`, `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to`
+   * now, not for whoever holds the index later (broadcast, publish, requests).
+   */
+  sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs: number | undefined | null, bound: boolean): number
   /** Indices held by a live attachment (this one included), primary last. */
   attached(): Array<number>
   /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */
@@ -109,10 +114,10 @@ export declare class NativeSemaphore {
   /** Gives back one permit this process holds; false when it holds none. */
   release(): boolean
   /**
-   * Queues an acquire on the waiter thread. Resolves with "clean" or "recovered", or an error
-   * code (ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `id` identifies it for `cancel`.
+   * Queues an acquire on the waiter thread; returns the id its completion will carry
+   * ('clean', 'recovered', or ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `cancel(id)` aborts it.
    */
-  acquire(timeoutMs?: number | undefined | null): Promise<string>
+  acquire(timeoutMs?: number | undefined | null): number
   /** Cancels a queued acquire (it resolves with ERR_ABORTED unless already granted). */
   cancel(id: number): void
 }

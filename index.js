@@ -6,6 +6,7 @@
 const cluster = require('node:cluster')
 const os = require('node:os')
 const v8 = require('node:v8')
+const fs = require('node:fs')
 const { EventEmitter } = require('node:events')
 const native = require('./binding.js')
 
@@ -156,6 +157,8 @@ class Bus extends EventEmitter {
   #pending = new Map() // request id -> { to, settle }
   #generation // this attachment's generation (u16), checked on envelopes
   #nextRequest = 0
+  #completions = new Map() // id of a queued send or acquire -> resolve(result)
+  #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
   #polled = null // batch being handed out by read()
   #polledAt = 0
   #cleanup = []
@@ -167,7 +170,21 @@ class Bus extends EventEmitter {
     this.#self = nativeBus.index
     this.#generation = nativeBus.generation
     this.#spin = spinMicros
-    const onExit = () => this.close()
+    nativeBus.setCompletionHandler((id, result) => {
+      const resolve = this.#completions.get(id)
+      this.#completions.delete(id)
+      if (this.#completions.size === 0 && this.#keepAlive !== null) {
+        clearInterval(this.#keepAlive)
+        this.#keepAlive = null
+      }
+      resolve?.(result)
+    })
+    const onExit = () => {
+      // A queued send does not keep the process alive (invariant 7); say what did not go out.
+      const queued = this.#closed ? 0 : this.#native.queued
+      if (queued > 0) fs.writeSync(2, `cluster-shm: process exiting with ${queued} queued message(s) not sent (index ${this.index})\n`)
+      this.close()
+    }
     process.on('exit', onExit)
     this.#cleanup.push(() => process.off('exit', onExit))
     // Delivery runs while anything needs incoming records: 'message' listeners, topic
@@ -207,6 +224,14 @@ class Bus extends EventEmitter {
   /** Messages of this process still waiting for room in a receiver's ring. */
   get queued() {
     return this.#native.queued
+  }
+
+  /** The result reported for a queued send or acquire `id`. */
+  #completion(id) {
+    // Like any pending I/O in Node, a queued send or acquire keeps the process alive until it
+    // settles (the completion callback itself is weak); close() settles them all.
+    this.#keepAlive ??= setInterval(() => {}, 2 ** 31 - 1)
+    return new Promise((resolve) => this.#completions.set(id, resolve))
   }
 
   #toPublic(i) {
@@ -264,7 +289,7 @@ class Bus extends EventEmitter {
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {
       return RESOLVED
     }
-    return this.#native.sendQueued(t, kind, payload, timeout, bound).then((code) => {
+    return this.#completion(this.#native.sendQueued(t, kind, payload, timeout, bound)).then((code) => {
       if (code) fail(code, code === 'ERR_TIMEOUT' ? `no room in the ring to ${this.#toPublic(t)} within ${timeout} ms` : `send to ${this.#toPublic(t)} failed: ${code}`)
     })
   }
@@ -663,7 +688,7 @@ class Bus extends EventEmitter {
   semaphore(name, options) {
     const { permits = 1 } = checkOptions(options, 'options')
     checkInt('permits', permits, 1, 4096)
-    const sem = this.#object(name, 'semaphore', () => new Semaphore(this.#native.semaphore(name, permits), name))
+    const sem = this.#object(name, 'semaphore', () => new Semaphore(this.#native.semaphore(name, permits), name, (id) => this.#completion(id)))
     if (sem.permits !== permits) fail('ERR_MISMATCH', `semaphore "${name}" exists with ${sem.permits} permits`)
     return sem
   }
@@ -732,9 +757,11 @@ class Permit {
 
 class Semaphore {
   #native
+  #completion
   #queued = 0 // acquires of this process waiting on the native waiter thread
-  constructor(nativeSemaphore, name) {
+  constructor(nativeSemaphore, name, completion) {
     this.#native = nativeSemaphore
+    this.#completion = completion
     this.name = name
     /** Whether the permit taken by the last successful tryAcquire() was recovered. */
     this.recovered = false
@@ -774,8 +801,8 @@ class Semaphore {
         const r = this.#native.tryAcquire()
         if (r !== null) return Promise.resolve(new Permit(this, r === 'recovered'))
       }
-      const pending = this.#native.acquire(timeout)
-      const id = pending.acquireId
+      const id = this.#native.acquire(timeout)
+      const pending = this.#completion(id)
       this.#queued++
       const onAbort = () => this.#native.cancel(id)
       signal?.addEventListener('abort', onAbort, { once: true })
@@ -926,21 +953,25 @@ function masterInit(options) {
 
 /**
  * Ctrl-C or `kill` of the primary would skip 'exit' handlers and leave the segment in
- * /dev/shm. When nobody else handles the signal, remove the segment and die by the same signal.
+ * /dev/shm. When nobody else handles the signal, remove the segments of every primary bus of
+ * this process and die by the same signal. One handler per signal serves them all, so that
+ * several buses do not take each other's handlers for the application's.
  */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP']
+const primaryBuses = new Set()
+
+function onSignal(signal) {
+  if (process.listenerCount(signal) > 1) return // the application handles it (and exits)
+  for (const bus of [...primaryBuses]) bus.close()
+  process.kill(process.pid, signal)
+}
+
 function cleanUpOnSignals(bus) {
-  const handlers = []
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-    const handler = () => {
-      if (process.listenerCount(signal) > 1) return // the application handles it (and exits)
-      bus.close()
-      process.kill(process.pid, signal)
-    }
-    process.on(signal, handler)
-    handlers.push([signal, handler])
-  }
+  if (primaryBuses.size === 0) for (const signal of SIGNALS) process.on(signal, onSignal)
+  primaryBuses.add(bus)
   bus.once('close', () => {
-    for (const [signal, handler] of handlers) process.off(signal, handler)
+    primaryBuses.delete(bus)
+    if (primaryBuses.size === 0) for (const signal of SIGNALS) process.off(signal, onSignal)
   })
 }
 

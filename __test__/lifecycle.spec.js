@@ -85,9 +85,11 @@ test('natural exit: the primary and its workers exit by themselves without close
   await naturalExit(t, [])
 })
 
-test('natural exit: a send() still pending to an index nobody reads does not keep a worker alive (invariant 7)', async (t) => {
+test('natural exit: a pending send() keeps its worker alive until it settles, then the worker exits by itself', async (t) => {
   const r = await naturalExit(t, ['pending'])
   t.like(r.events('pending')[0], { queued: 1 }, 'the send() was pending when the worker was disconnected')
+  t.deepEqual(r.events('pending-rejected').map((e) => e.code), ['ERR_TIMEOUT'], 'the send() settled by its timeout, not by the exit')
+  t.deepEqual(r.events('pending-resolved'), [])
 })
 
 test('a stale segment left by a SIGKILLed cluster is removed by the next masterInit (and a live one is kept)', async (t) => {
@@ -108,8 +110,10 @@ test('a stale segment left by a SIGKILLed cluster is removed by the next masterI
   const aliveKept = fs.existsSync(file(a.name))
   const ownName = bus.name
   bus.close()
-  t.true(leaked, 'a SIGKILLed primary leaves its segment behind')
-  t.true(removed, '... and the next masterInit removed it')
+  // A SIGKILLed primary leaves its segment behind; any masterInit on the host removes it, and
+  // ava runs two test files at once, so another file's masterInit may have been first.
+  if (!leaked) t.log('the stale segment was already removed by a concurrent masterInit on this host')
+  t.true(removed, 'the next masterInit (ours, or a concurrent one) removed the stale segment')
   t.true(aliveKept, 'the segment of a live primary was not removed')
   t.false(fs.existsSync(file(ownName)), 'close() of the primary removed its own segment')
   t.deepEqual(segmentsOf(process.pid), [])

@@ -4,7 +4,7 @@
 //! encoding, EventEmitter, cluster integration) is in `index.js`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -158,6 +158,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+type CompletionFn =
+    ThreadsafeFunction<(u32, &'static str), Unknown<'static>, FnArgs<(u32, &'static str)>, Status, false, true>;
+
 /// Weak: a subscription alone never keeps the event loop alive (invariant 7).
 type DeliverFn = ThreadsafeFunction<Batch, Unknown<'static>, Buffer, Status, false, true>;
 
@@ -179,6 +182,10 @@ struct Inner {
     topics: OnceLock<Topics>,
     /// Batches handed to the ThreadsafeFunction whose JS callback has not run yet.
     in_flight: Arc<AtomicU32>,
+    /// Where queued sends and acquires report how they ended, as `(id, result)`. Weak: a send or
+    /// acquire still waiting never keeps the event loop alive (invariant 7).
+    completions: OnceLock<CompletionFn>,
+    next_completion: AtomicU32,
     closed: AtomicBool,
 }
 
@@ -194,6 +201,8 @@ impl Inner {
             semaphores: Mutex::new(HashMap::new()),
             topics: OnceLock::new(),
             in_flight: Arc::new(AtomicU32::new(0)),
+            completions: OnceLock::new(),
+            next_completion: AtomicU32::new(1),
             closed: AtomicBool::new(false),
         })
     }
@@ -303,30 +312,39 @@ impl Inner {
         }
     }
 
-    fn send_queued<'e>(
-        &self,
-        env: &'e Env,
+    /// A fresh completion id and the callback that reports `result` for it to JS.
+    fn completion(self: &Arc<Self>) -> CodedResult<(u32, impl FnOnce(&'static str) + Send + 'static)> {
+        if self.completions.get().is_none() {
+            return Err(coded("ERR_INTERNAL", "no completion handler registered"));
+        }
+        let id = self.next_completion.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        Ok((id, move |result: &'static str| {
+            if let Some(t) = this.completions.get() {
+                t.call((id, result), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }))
+    }
+
+    fn send_queued(
+        self: &Arc<Self>,
         to: u32,
         kind: u32,
         data: &[u8],
         timeout_ms: Option<f64>,
         bound: bool,
-    ) -> CodedResult<Object<'e>> {
+    ) -> CodedResult<u32> {
         self.open()?;
-        let (deferred, promise) = env
-            .create_deferred::<Option<&'static str>, _>()
-            .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
+        let (id, report) = self.completion()?;
         let timeout = timeout_ms
             .filter(|t| t.is_finite() && *t >= 0.0)
             .map(|t| Duration::from_secs_f64(t / 1000.0));
-        let done = Box::new(move |r: std::result::Result<(), SendError>| {
-            let code = r.err().map(|e| send_error_code(&e));
-            deferred.resolve(move |_env| Ok(code));
-        });
+        let done =
+            Box::new(move |r: std::result::Result<(), SendError>| report(r.err().map_or("", |e| send_error_code(&e))));
         self.outbox
             .send_queued(to, kind as u8, data.to_vec(), timeout, bound, done)
             .map_err(write_error)?;
-        Ok(promise)
+        Ok(id)
     }
 
     /// Detaches; the primary also closes the cluster and unlinks the segment. Idempotent.
@@ -467,21 +485,37 @@ impl NativeBus {
         js(env, r)
     }
 
-    /// Queues a message for the sender thread. Resolves with null once it is in the receiver's
-    /// ring, or with an error code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`, `ERR_CORRUPT`,
-    /// `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to` now, not for
-    /// whoever holds the index later (broadcast, publish, requests).
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn send_queued<'e>(
+    /// Registers `callback(id, result)`, through which queued sends and acquires report how they
+    /// ended ('' or a code for sends; 'clean', 'recovered' or a code for acquires).
+    #[napi(ts_args_type = "callback: (id: number, result: string) => void")]
+    pub fn set_completion_handler(
         &self,
-        env: &'e Env,
+        callback: Function<FnArgs<(u32, &'static str)>, Unknown<'static>>,
+    ) -> Result<()> {
+        let tsfn: CompletionFn = callback
+            .build_threadsafe_function::<(u32, &'static str)>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(ctx.value.into()))?;
+        let _ = self.inner.completions.set(tsfn);
+        Ok(())
+    }
+
+    /// Queues a message for the sender thread; returns the id its completion will carry: '' once
+    /// it is in the receiver's ring, or a code (`ERR_TIMEOUT`, `ERR_CLOSED`, `ERR_CLUSTER_CLOSED`,
+    /// `ERR_CORRUPT`, `ERR_PEER_GONE`). With `bound`, the message is for the process holding `to`
+    /// now, not for whoever holds the index later (broadcast, publish, requests).
+    #[napi]
+    pub fn send_queued(
+        &self,
+        env: &Env,
         to: u32,
         kind: u32,
         data: &[u8],
         timeout_ms: Option<f64>,
         bound: bool,
-    ) -> Result<Object<'e>> {
-        js(env, self.inner.send_queued(env, to, kind, data, timeout_ms, bound))
+    ) -> Result<u32> {
+        js(env, self.inner.send_queued(to, kind, data, timeout_ms, bound))
     }
 
     /// Indices held by a live attachment (this one included), primary last.
@@ -666,8 +700,6 @@ fn acquired_code(a: Acquired) -> &'static str {
     }
 }
 
-static NEXT_ACQUIRE: AtomicU64 = AtomicU64::new(1);
-
 #[napi]
 impl NativeSemaphore {
     #[napi(getter)]
@@ -711,38 +743,30 @@ impl NativeSemaphore {
         js(env, self.bus.open().map(|_| self.waiter.semaphore().release()))
     }
 
-    /// Queues an acquire on the waiter thread. Resolves with "clean" or "recovered", or an error
-    /// code (ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `id` identifies it for `cancel`.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn acquire<'e>(&self, env: &'e Env, timeout_ms: Option<f64>) -> Result<Object<'e>> {
+    /// Queues an acquire on the waiter thread; returns the id its completion will carry
+    /// ('clean', 'recovered', or ERR_TIMEOUT, ERR_ABORTED, ERR_CLOSED). `cancel(id)` aborts it.
+    #[napi]
+    pub fn acquire(&self, env: &Env, timeout_ms: Option<f64>) -> Result<u32> {
         let r = self.bus.open().and_then(|_| {
-            let (deferred, promise) = env
-                .create_deferred::<String, _>()
-                .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
-            let id = NEXT_ACQUIRE.fetch_add(1, Ordering::Relaxed);
+            let (id, report) = self.bus.completion()?;
             let timeout = timeout_ms
                 .filter(|t| t.is_finite() && *t >= 0.0)
                 .map(|t| Duration::from_secs_f64(t / 1000.0));
             self.waiter.acquire(
-                id,
+                id as u64,
                 timeout,
                 Box::new(move |r| {
-                    let s = match r {
+                    report(match r {
                         Ok(a) => acquired_code(a),
                         Err(AcquireError::TimedOut) => "ERR_TIMEOUT",
                         Err(AcquireError::Cancelled) => "ERR_ABORTED",
                         Err(AcquireError::Closed) => "ERR_CLOSED",
-                    };
-                    deferred.resolve(move |_| Ok(s.to_string()));
+                    })
                 }),
             );
-            Ok((promise, id))
+            Ok(id)
         });
-        js(env, r).and_then(|(promise, id)| {
-            let mut promise = promise;
-            promise.set_named_property("acquireId", id as f64)?;
-            Ok(promise)
-        })
+        js(env, r)
     }
 
     /// Cancels a queued acquire (it resolves with ERR_ABORTED unless already granted).
