@@ -340,24 +340,30 @@ pub(crate) mod tests {
     use super::*;
     use crate::core::layout::{RingHeader, FRAME_ALIGN};
 
-    /// A ring in process memory for unit tests (the cross-process tests use real segments).
+    /// A ring in process memory for unit tests (the cross-process tests use real segments). The
+    /// header is held as a raw pointer: moving a `Box` would re-assert its uniqueness and
+    /// invalidate the pointer the Ring holds (Miri's Stacked Borrows caught exactly that).
     pub struct HeapRing {
-        _hdr: Box<RingHeader>,
+        hdr: *mut RingHeader,
         _data: Vec<u64>,
         pub ring: Ring,
     }
 
+    impl Drop for HeapRing {
+        fn drop(&mut self) {
+            // SAFETY: `hdr` came from Box::into_raw in `heap_ring` and is freed only here.
+            drop(unsafe { Box::from_raw(self.hdr) });
+        }
+    }
+
     pub fn heap_ring(cap: usize) -> HeapRing {
         // SAFETY: all-zero bytes are a valid RingHeader (atomics at 0).
-        let hdr: Box<RingHeader> = Box::new(unsafe { std::mem::zeroed() });
+        let hdr = Box::into_raw(Box::new(unsafe { std::mem::zeroed::<RingHeader>() }));
         let mut data = vec![0u64; cap / 8];
-        // SAFETY: both allocations live as long as HeapRing, which owns them with the Ring.
-        let ring = unsafe { Ring::new(&*hdr, data.as_mut_ptr() as *mut u8, cap as u64) };
-        HeapRing {
-            _hdr: hdr,
-            _data: data,
-            ring,
-        }
+        // SAFETY: both allocations live as long as HeapRing, which owns them with the Ring; the
+        // Vec's heap buffer does not move when the Vec does.
+        let ring = unsafe { Ring::new(hdr, data.as_mut_ptr() as *mut u8, cap as u64) };
+        HeapRing { hdr, _data: data, ring }
     }
 
     fn read_all(r: &Ring, cursor: &mut u64) -> Vec<(FrameHeader, Vec<u8>)> {
