@@ -1,0 +1,27 @@
+'use strict'
+// Helpers for the sync-*.js fixtures (semaphores, locks, maps across real cluster workers).
+
+const { cluster, fromPrimary } = require('./fixture')
+
+/**
+ * A start line for the workers, so that their loops really run at the same time. Primary:
+ * `startTogether(n)` lets the workers go each time `n` of them are ready. Worker: `await ready()`
+ * (as many times as there are phases).
+ */
+function startTogether(n) {
+  let ready = 0
+  cluster.on('message', (worker, msg) => {
+    if (msg && msg.type === '__sync_ready' && ++ready === n) {
+      ready = 0
+      for (const w of Object.values(cluster.workers)) w.send({ type: '__sync_go' })
+    }
+  })
+}
+
+function ready() {
+  const go = fromPrimary('__sync_go')
+  process.send({ type: '__sync_ready' })
+  return go
+}
+
+module.exports = { startTogether, ready }
