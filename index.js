@@ -143,6 +143,18 @@ function defaultRingSize(workers) {
   return size
 }
 
+/** Buses of this process not closed yet: one 'exit' listener closes them all. */
+const openBuses = new Set()
+
+function closeAllAtExit() {
+  for (const bus of [...openBuses]) {
+    // If the process exits anyway (process.exit()), say what did not go out.
+    const queued = bus.queued
+    if (queued > 0) fs.writeSync(2, `cluster-shm: process exiting with ${queued} queued message(s) not sent (index ${bus.index})\n`)
+    bus.close()
+  }
+}
+
 class Bus extends EventEmitter {
   #native
   #primary // native index of the primary
@@ -179,14 +191,12 @@ class Bus extends EventEmitter {
       }
       resolve?.(result)
     })
-    const onExit = () => {
-      // A queued send does not keep the process alive (invariant 7); say what did not go out.
-      const queued = this.#closed ? 0 : this.#native.queued
-      if (queued > 0) fs.writeSync(2, `cluster-shm: process exiting with ${queued} queued message(s) not sent (index ${this.index})\n`)
-      this.close()
-    }
-    process.on('exit', onExit)
-    this.#cleanup.push(() => process.off('exit', onExit))
+    if (openBuses.size === 0) process.on('exit', closeAllAtExit)
+    openBuses.add(this)
+    this.#cleanup.push(() => {
+      openBuses.delete(this)
+      if (openBuses.size === 0) process.off('exit', closeAllAtExit)
+    })
     // Delivery runs while anything needs incoming records: 'message' listeners, topic
     // callbacks, request handlers, pending requests.
     this.on('newListener', (event) => {

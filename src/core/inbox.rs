@@ -83,6 +83,8 @@ struct Assembly {
     seq: u32,
     msg_len: u32,
     buf: Vec<u8>,
+    /// Owner word of the sending index when the first chunk was read (0 when not tracked).
+    writer: u64,
 }
 
 /// The reading state of one incoming ring: private cursor, reassembly, loss accounting.
@@ -91,6 +93,8 @@ pub struct RingReader {
     assembling: Option<Assembly>,
     /// Sequence of the last message counted as lost, so its further chunks are not counted again.
     lost_seq: Option<u32>,
+    /// Owner word of the sending index as last seen by the inbox (0 when not tracked).
+    writer: u64,
 }
 
 /// Caps on one drain, so the application gets regular batches.
@@ -161,9 +165,22 @@ impl Inbox {
                 continue;
             }
             let ring = ep.ring_from(from);
-            let before = self.senders[from as usize].cursor;
-            self.senders[from as usize].drain(from, &ring, batch, budget);
-            let after = self.senders[from as usize].cursor;
+            let reader = &mut self.senders[from as usize];
+            let before = reader.cursor;
+            let owner = ep.shared().owner_word(from);
+            reader.writer = owner;
+            reader.drain(from, &ring, batch, budget);
+            // A message being reassembled whose sender left (or was replaced) can never complete
+            // once the ring is read to its end: report it now, not when a next message comes.
+            if let Some(a) = &reader.assembling {
+                let gone = owner != a.writer || owner as u32 == 0;
+                if gone && !ring.has_data_after(reader.cursor) {
+                    reader.lost_seq = Some(a.seq);
+                    reader.assembling = None;
+                    batch.push_event(from, event::LOST, Some(1));
+                }
+            }
+            let after = reader.cursor;
             if after != before {
                 batch.commits.push((from, after));
             }
@@ -181,6 +198,7 @@ impl RingReader {
             cursor,
             assembling: None,
             lost_seq: None,
+            writer: 0,
         }
     }
 
@@ -231,6 +249,7 @@ impl RingReader {
                         seq: h.seq,
                         msg_len: h.msg_len,
                         buf,
+                        writer: st.writer,
                     });
                 }
                 continue;

@@ -260,17 +260,35 @@ impl Outbox {
                 let ring = if q.is_empty() { continue } else { self.ep.ring_to(to) };
                 any = true;
                 let mut progressed = false;
+                // Jobs not started yet end wherever they stand in the queue when their deadline
+                // passes or their process leaves; the others keep their order.
+                let owner = self.ep.shared().owner_word(to);
+                let mut i = 0;
+                while i < q.len() {
+                    let job = &q[i];
+                    let why = if job.out.written != 0 {
+                        None
+                    } else if job.deadline.is_some_and(|d| d <= now) {
+                        Some(SendError::TimedOut)
+                    } else if job.bound_to.is_some_and(|o| o != owner) {
+                        Some(SendError::TargetLeft)
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(why) => finished.push((q.remove(i).expect("index in range").done, Err(why))),
+                        None => {
+                            if job.out.written == 0 {
+                                wake_at = match (wake_at, job.deadline) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
+                            }
+                            i += 1;
+                        }
+                    }
+                }
                 while let Some(job) = q.front_mut() {
-                    if job.out.written == 0 && job.deadline.is_some_and(|d| d <= now) {
-                        let j = q.pop_front().expect("front exists");
-                        finished.push((j.done, Err(SendError::TimedOut)));
-                        continue;
-                    }
-                    if job.out.written == 0 && job.bound_to.is_some_and(|o| o != self.ep.shared().owner_word(to)) {
-                        let j = q.pop_front().expect("front exists");
-                        finished.push((j.done, Err(SendError::TargetLeft)));
-                        continue;
-                    }
                     let before = job.out.written;
                     match ring.write_message(job.kind, &job.data, &mut job.out, max_frame, false) {
                         Ok(true) => {
@@ -280,12 +298,6 @@ impl Outbox {
                         }
                         Ok(false) => {
                             progressed |= job.out.written != before;
-                            if job.out.written == 0 {
-                                wake_at = match (wake_at, job.deadline) {
-                                    (Some(a), Some(b)) => Some(a.min(b)),
-                                    (a, b) => a.or(b),
-                                };
-                            }
                             blocked.push(to);
                             break;
                         }
