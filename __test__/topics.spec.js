@@ -10,7 +10,7 @@ const path = require('node:path')
 const test = require('ava')
 
 const { masterInit, workerInit, PRIMARY, RemoteError, ClusterShmError } = require('..')
-const { start, run, assertCleanExit, problems, SHM_DIR } = require('./helpers/topics-harness')
+const { startCluster, runCluster, assertCleanExit, problems, SHM_DIR } = require('./helpers/harness')
 
 const noProblems = (t, r) => t.deepEqual(problems(r), [], 'no error, watchdog or stray output in the fixture')
 const sortNum = (a) => [...a].sort((x, y) => x - y)
@@ -18,11 +18,11 @@ const sortNum = (a) => [...a].sort((x, y) => x - y)
 // Fixtures whose output several tests assert on run once, when the first of them needs it.
 const shared = new Map()
 function sharedRun(name, args, options) {
-  if (!shared.has(name)) shared.set(name, start(null, name, args, options))
+  if (!shared.has(name)) shared.set(name, startCluster(name, args, options))
   return shared.get(name)
 }
 test.after.always(async () => {
-  for (const r of shared.values()) await r.cleanup()
+  for (const r of shared.values()) await r.destroy()
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ test.serial('a topic reaches only its subscribers: what each of 5 processes rece
   t.timeout(40_000)
   const N = 60
   const M = 7
-  const r = await run(t, 'topics-delivery.js', [N], { timeout: 30_000 })
+  const r = await runCluster('topics-delivery.js', [N], { timeout: 30_000, t })
   assertCleanExit(t, r)
   noProblems(t, r)
   t.deepEqual(r.events('peers').map((m) => m.peers), [[0, 1, 2, 3]], 'all 4 workers attached before publishing')
@@ -58,7 +58,7 @@ test.serial('a topic reaches only its subscribers: what each of 5 processes rece
 test.serial('several callbacks per topic each get every message; unsubscribe() stops only its own; the last one stops delivery to the process', async (t) => {
   t.timeout(40_000)
   const K = 10
-  const r = await run(t, 'topics-unsub.js', [], { timeout: 30_000 })
+  const r = await runCluster('topics-unsub.js', [], { timeout: 30_000, t })
   assertCleanExit(t, r)
   noProblems(t, r)
   const published = Object.fromEntries(r.events('published').map((m) => [m.phase, m.results]))
@@ -80,7 +80,7 @@ test.serial('several callbacks per topic each get every message; unsubscribe() s
 test.serial('subscribe() and unsubscribe() are visible to publishers before they return', async (t) => {
   t.timeout(40_000)
   const R = 20
-  const r = await run(t, 'topics-visible.js', [R], { timeout: 30_000 })
+  const r = await runCluster('topics-visible.js', [R], { timeout: 30_000, t })
   assertCleanExit(t, r)
   noProblems(t, r)
   t.deepEqual(r.events('missing'), [], 'every first message arrived')
@@ -103,7 +103,7 @@ const deadsub = () => sharedRun('topics-deadsub.js', [], { timeout: 40_000 })
 test.serial('a SIGKILLed subscriber does not block publishers, even with more than a ring of messages pending for it', async (t) => {
   t.timeout(60_000)
   const r = await deadsub().done
-  t.log(`timeline (ms): ${r.lines.map((m) => `${m.event}@${m._rx - r.lines[0]._rx}`).join(' ')}`)
+  t.log(`timeline (ms): ${r.messages.map((m) => `${m.event}@${m._rx - r.messages[0]._rx}`).join(' ')}`)
   assertCleanExit(t, r)
   noProblems(t, r)
   const [pending] = r.events('pending-A')
@@ -234,7 +234,7 @@ test.serial('a target SIGKILLed during a request: ERR_PEER_GONE within about 1 s
 
 test.serial('requestAll() with one worker SIGKILLed mid-gather resolves with the answers of the others and a failure for each that failed', async (t) => {
   t.timeout(60_000)
-  const r = await run(t, 'topics-gather.js', [], { timeout: 45_000 })
+  const r = await runCluster('topics-gather.js', [], { timeout: 45_000, t })
   assertCleanExit(t, r)
   noProblems(t, r)
   t.deepEqual(r.events('gather-rejected'), [], 'requestAll() never rejected')
@@ -261,7 +261,7 @@ test.serial('requestAll() with one worker SIGKILLed mid-gather resolves with the
 
 test.serial('no leak after requests of every outcome: the cluster exits by itself once the workers are disconnected', async (t) => {
   t.timeout(60_000)
-  const r = await run(t, 'topics-leak.js', [], { timeout: 45_000 })
+  const r = await runCluster('topics-leak.js', [], { timeout: 45_000, t })
   assertCleanExit(t, r)
   noProblems(t, r)
   const outcomes = Object.fromEntries(r.events('outcomes').map((m) => [m.at, m]))

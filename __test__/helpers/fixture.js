@@ -99,6 +99,76 @@ function fromWorker(type) {
   })
 }
 
+/** Worker: tells the primary something over IPC (not through the bus). */
+const tell = (msg) => process.send(msg)
+
+/** A queue of typed messages: `next(type)` resolves with the next item pushed with that type, even one pushed before. */
+function typedQueue() {
+  const seen = []
+  const waiting = []
+  return {
+    push(type, item) {
+      const i = waiting.findIndex((w) => w.type === type)
+      if (i >= 0) waiting.splice(i, 1)[0].resolve(item)
+      else seen.push({ type, item })
+    },
+    next(type) {
+      const i = seen.findIndex((s) => s.type === type)
+      if (i >= 0) return Promise.resolve(seen.splice(i, 1)[0].item)
+      return new Promise((resolve) => waiting.push({ type, resolve }))
+    },
+  }
+}
+
+const isTyped = (msg) => msg && typeof msg === 'object' && typeof msg.type === 'string'
+
+/** Worker: a queue of the primary's IPC commands: `next(type)` resolves with the next one of `type`. */
+function commandsFromPrimary() {
+  const queue = typedQueue()
+  process.on('message', (msg) => {
+    if (isTyped(msg)) queue.push(msg.type, msg)
+  })
+  return { next: queue.next }
+}
+
+/**
+ * Primary: relays the workers' lines (see relay) and queues their other IPC messages:
+ * `next(type)` resolves with the next [worker, msg] of `type`.
+ */
+function messagesFromWorkers() {
+  const queue = typedQueue()
+  relay((worker, msg) => {
+    if (isTyped(msg)) queue.push(msg.type, [worker, msg])
+  })
+  return { next: queue.next }
+}
+
+/** Primary: waits for `n` workers' { type: 'ready', index } on `workers` (messagesFromWorkers); resolves with a Map index -> worker. */
+async function readyWorkers(workers, n) {
+  const byIndex = new Map()
+  for (let i = 0; i < n; i++) {
+    const [worker, msg] = await workers.next('ready')
+    byIndex.set(msg.index, worker)
+  }
+  return byIndex
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-module.exports = { lib, out, relay, commands, reportErrors, watchdog, until, fromPrimary, fromWorker, sleep, cluster }
+module.exports = {
+  lib,
+  out,
+  relay,
+  commands,
+  reportErrors,
+  watchdog,
+  until,
+  fromPrimary,
+  fromWorker,
+  tell,
+  commandsFromPrimary,
+  messagesFromWorkers,
+  readyWorkers,
+  sleep,
+  cluster,
+}

@@ -214,13 +214,17 @@ function runCluster(script, args, options) {
 
 /** Asserts a clean run: exit code 0 by itself, no timeout, no orphaned worker, no segment left. */
 function assertCleanExit(t, r) {
-  t.false(r.timedOut, `timed out; stderr:\n${r.stderr.slice(-3000)}`)
-  t.is(r.signal, null, `killed by ${r.signal}; stderr:\n${r.stderr.slice(-3000)}`)
-  t.is(r.code, 0, `exit code ${r.code}; stderr:\n${r.stderr.slice(-3000)}`)
+  const why = `\nlast lines:\n${r.messages.slice(-8).map((m) => JSON.stringify(m).slice(0, 400)).join('\n')}\nstderr:\n${r.stderr.slice(-3000)}`
+  t.false(r.timedOut, `timed out${why}`)
+  t.is(r.signal, null, `killed by ${r.signal}${why}`)
+  t.is(r.code, 0, `exit code ${r.code}${why}`)
   t.false(r.orphans, 'workers outlived the primary by more than 5 s')
   t.deepEqual(segmentsOf(r.pid), [], 'segments of this primary left in /dev/shm')
 }
 
+/** Lines that report a failure inside the fixture (uncaught error, watchdog, stray output). */
+const problems = (r) => r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw !== undefined)
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-module.exports = { startCluster, runCluster, assertCleanExit, segmentsOf, fixture, childEnv, sleep, SHM_DIR }
+module.exports = { startCluster, runCluster, assertCleanExit, problems, segmentsOf, fixture, childEnv, sleep, SHM_DIR }
