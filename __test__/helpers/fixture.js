@@ -27,6 +27,26 @@ function relay(onMessage) {
   })
 }
 
+/** Primary: sends `msg` to every worker. */
+function toWorkers(msg) {
+  for (const w of Object.values(cluster.workers)) w.send(msg)
+}
+
+/**
+ * Primary: relays the workers' lines and hands their other messages to `onMessage(worker, msg)`;
+ * once `n` workers have sent { type: 'finished', index }, disconnects them, then prints `end`.
+ */
+function endWhenFinished(n, onMessage) {
+  const finished = new Set()
+  relay((worker, msg) => {
+    if (onMessage) onMessage(worker, msg)
+    if (msg.type === 'finished') {
+      finished.add(msg.index)
+      if (finished.size === n) cluster.disconnect(() => out({ event: 'end' }))
+    }
+  })
+}
+
 /** Primary: calls `cb(cmd)` for every JSON line on stdin. Returns stop(), which lets the process exit. */
 function commands(cb) {
   const rl = readline.createInterface({ input: process.stdin })
@@ -159,6 +179,8 @@ module.exports = {
   lib,
   out,
   relay,
+  toWorkers,
+  endWhenFinished,
   commands,
   reportErrors,
   watchdog,

@@ -1,7 +1,7 @@
 'use strict'
 // Helpers for the sync-*.js fixtures (semaphores, locks, maps across real cluster workers).
 
-const { cluster, fromPrimary } = require('./fixture')
+const { cluster, fromPrimary, toWorkers } = require('./fixture')
 
 /**
  * A start line for the workers, so that their loops really run at the same time. Primary:
@@ -13,7 +13,7 @@ function startTogether(n) {
   cluster.on('message', (worker, msg) => {
     if (msg && msg.type === '__sync_ready' && ++ready === n) {
       ready = 0
-      for (const w of Object.values(cluster.workers)) w.send({ type: '__sync_go' })
+      toWorkers({ type: '__sync_go' })
     }
   })
 }
