@@ -1,7 +1,7 @@
 'use strict'
 // Helpers for the sync-*.js fixtures (semaphores, locks, maps across real cluster workers).
 
-const { cluster, fromPrimary, toWorkers } = require('./fixture')
+const { cluster, out, relay, fromPrimary, toWorkers } = require('./fixture')
 
 /**
  * A start line for the workers, so that their loops really run at the same time. Primary:
@@ -24,4 +24,20 @@ function ready() {
   return go
 }
 
-module.exports = { startTogether, ready }
+/**
+ * Primary: collects the workers' { type: 'done' } reports; once `n` are in, prints
+ * { event: 'result', ...result(reports) }, closes `bus` and disconnects the workers.
+ */
+function resultWhenDone(n, bus, result) {
+  const reports = []
+  relay((worker, msg) => {
+    if (msg.type !== 'done') return
+    reports.push(msg)
+    if (reports.length < n) return
+    out({ event: 'result', ...result(reports) })
+    bus.close()
+    cluster.disconnect()
+  })
+}
+
+module.exports = { startTogether, ready, resultWhenDone }
