@@ -2,63 +2,11 @@
 // the chat server must deliver every client's message to every other client, whatever worker
 // each one is connected to, then stop on SIGINT leaving nothing in /dev/shm.
 const test = require('ava')
-const { spawn } = require('node:child_process')
-const fs = require('node:fs')
 const net = require('node:net')
-const path = require('node:path')
-const { setTimeout: sleep } = require('node:timers/promises')
 const { WebSocket } = require('ws')
 
-const root = path.join(__dirname, '..')
-
-/** Runs `node <script>` in its own process group; collects its output. */
-function start(script, env = {}) {
-  const child = spawn(process.execPath, [script], {
-    cwd: root,
-    env: { ...process.env, ...env },
-    detached: true, // a process group of its own, so a failed test can kill the workers too
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdoutText = ''
-  child.stderrText = ''
-  child.stdout.setEncoding('utf8').on('data', (s) => (child.stdoutText += s))
-  child.stderr.setEncoding('utf8').on('data', (s) => (child.stderrText += s))
-  // 'close': the process exited and so did everyone holding its output (the workers).
-  child.done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })))
-  return child
-}
-
-/** Kills whatever is left of `child`'s process group and removes its segments. */
-function cleanUp(child) {
-  try {
-    process.kill(-child.pid, 'SIGKILL')
-  } catch {} // already gone
-  for (const name of leftovers(child.pid)) fs.rmSync(path.join('/dev/shm', name), { force: true })
-}
-
-/** Segments created by the primary `pid` still in /dev/shm. */
-function leftovers(pid) {
-  if (!fs.existsSync('/dev/shm')) return []
-  return fs.readdirSync('/dev/shm').filter((name) => name.startsWith(`cshm_${pid.toString(16)}_`))
-}
-
-function withTimeout(promise, ms, what) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
-async function waitForOutput(child, pattern, ms) {
-  const deadline = Date.now() + ms
-  while (!pattern.test(child.stdoutText)) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`no ${pattern} in the output:\n${child.stdoutText}\n${child.stderrText}`)
-    }
-    await sleep(50)
-  }
-}
+const { segmentsOf } = require('./helpers/harness')
+const { startProgram, cleanUp, waitForOutput, withTimeout, sleep } = require('./helpers/program')
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -72,7 +20,7 @@ function freePort() {
 
 test('demo.js narrates direct worker-to-worker messaging and exits cleanly', async (t) => {
   t.timeout(60_000)
-  const demo = start('examples/demo.js')
+  const demo = startProgram('examples/demo.js')
   t.teardown(() => cleanUp(demo))
 
   const { code } = await withTimeout(demo.done, 30_000, 'demo.js to exit')
@@ -97,7 +45,7 @@ test('demo.js narrates direct worker-to-worker messaging and exits cleanly', asy
   t.regex(out, /worker 2 <- worker 1 +200,000 messages, all in order, in \d+ ms: [\d.]+ million messages\/s/)
   // The end.
   t.regex(out, /primary: 4 workers exited, segment removed\. Bye!/)
-  t.deepEqual(leftovers(demo.pid), [])
+  t.deepEqual(segmentsOf(demo.pid), [])
 })
 
 /** Connects a WebSocket client, retrying while the server is not accepting yet. */
@@ -130,7 +78,7 @@ test('chat server: every client gets every other client\'s message exactly once,
   t.timeout(60_000)
   const CLIENTS = 6
   const port = await freePort()
-  const server = start('examples/chat/server.js', { WORKERS: '3', PORT: String(port) })
+  const server = startProgram('examples/chat/server.js', { WORKERS: '3', PORT: String(port) })
   const clients = []
   t.teardown(() => {
     for (const ws of clients) ws.terminate()
@@ -168,6 +116,6 @@ test('chat server: every client gets every other client\'s message exactly once,
   const { code, signal } = await withTimeout(server.done, 10_000, 'the chat server to exit on SIGINT')
   t.deepEqual({ code, signal }, { code: 0, signal: null }, server.stderrText)
   t.deepEqual(await withTimeout(Promise.all(closed), 5_000, 'clients to be disconnected'), Array(CLIENTS).fill(1001))
-  t.deepEqual(leftovers(server.pid), [])
+  t.deepEqual(segmentsOf(server.pid), [])
   t.is(server.stderrText, '')
 })

@@ -4,50 +4,20 @@
 // the sweep of past windows, and a clean stop on SIGINT that leaves nothing in /dev/shm.
 
 const test = require('ava')
-const { spawn } = require('node:child_process')
-const fs = require('node:fs')
 const http = require('node:http')
-const path = require('node:path')
-const { setTimeout: sleep } = require('node:timers/promises')
 
-const root = path.join(__dirname, '..')
-const SERVER = path.join(root, 'examples', 'rate-limit', 'server.js')
+const { segmentsOf } = require('./helpers/harness')
+const { startProgram, cleanUp, waitForOutput, withTimeout, sleep } = require('./helpers/program')
+
+const SERVER = 'examples/rate-limit/server.js'
 
 /** Starts the server in its own process group; resolves with it once it printed its port. */
 async function startServer(t, env) {
-  const child = spawn(process.execPath, [SERVER], {
-    cwd: root,
-    env: { ...process.env, CLUSTER_SHM_SEGMENT: '', PORT: '0', WORKERS: '3', ...env },
-    detached: true, // a process group of its own: a failed test kills the workers too
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  child.stdoutText = ''
-  child.stderrText = ''
-  child.stdout.setEncoding('utf8').on('data', (s) => (child.stdoutText += s))
-  child.stderr.setEncoding('utf8').on('data', (s) => (child.stderrText += s))
-  child.done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })))
-  t.teardown(() => {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {} // already gone
-    for (const name of leftovers(child.pid)) fs.rmSync(path.join('/dev/shm', name), { force: true })
-  })
-  const deadline = Date.now() + 20_000
-  let m
-  while (!(m = /3 workers share http:\/\/localhost:(\d+)/.exec(child.stdoutText))) {
-    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
-      throw new Error(`the server did not start:\n${child.stdoutText}\n${child.stderrText}`)
-    }
-    await sleep(50)
-  }
+  const child = startProgram(SERVER, { CLUSTER_SHM_SEGMENT: '', PORT: '0', WORKERS: '3', ...env })
+  t.teardown(() => cleanUp(child))
+  const m = await waitForOutput(child, /3 workers share http:\/\/localhost:(\d+)/, 20_000)
   child.port = Number(m[1])
   return child
-}
-
-/** Segments of the primary `pid` still in /dev/shm. */
-function leftovers(pid) {
-  if (!fs.existsSync('/dev/shm')) return []
-  return fs.readdirSync('/dev/shm').filter((name) => name.startsWith(`cshm_${pid.toString(16)}_`))
 }
 
 /** One GET on a connection of its own (no keep-alive), so that requests spread over the workers. */
@@ -64,19 +34,11 @@ function get(port, urlPath) {
   })
 }
 
-function withTimeout(promise, ms, what) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
 async function stop(t, server) {
   server.kill('SIGINT')
   const { code, signal } = await withTimeout(server.done, 10_000, 'the server to exit on SIGINT')
   t.deepEqual({ code, signal }, { code: 0, signal: null }, `${server.stdoutText}\n${server.stderrText}`)
-  t.deepEqual(leftovers(server.pid), [], 'segments of the server left in /dev/shm')
+  t.deepEqual(segmentsOf(server.pid), [], 'segments of the server left in /dev/shm')
   t.is(server.stderrText, '')
 }
 
