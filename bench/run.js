@@ -15,7 +15,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { fork } = require('node:child_process')
+const { fork, execFileSync } = require('node:child_process')
 const redisServer = require('./lib/redis-server')
 const report = require('./lib/report')
 
@@ -96,6 +96,26 @@ function runCase(row, workers, tests) {
       resolve(outcome)
     })
   })
+}
+
+/** Which cluster-shm was measured: its directory, git commit, uncommitted changes, binary date. */
+function libraryInfo() {
+  const dir = path.resolve(process.env.BENCH_LIB || path.join(__dirname, '..'))
+  const git = (...a) => {
+    try {
+      return execFileSync('git', ['-C', dir, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return null
+    }
+  }
+  const commit = git('rev-parse', '--short', 'HEAD')
+  const changed = commit === null ? null : git('status', '--porcelain', '--', 'src', 'index.js', 'binding.js')
+  let binary = null
+  try {
+    const f = fs.readdirSync(dir).find((x) => x.startsWith('cluster-shm.') && x.endsWith('.node'))
+    if (f) binary = { file: f, modified: fs.statSync(path.join(dir, f)).mtime.toISOString() }
+  } catch {}
+  return { dir, commit, uncommittedChanges: changed === null ? null : changed.split('\n').filter(Boolean).map((l) => l.trim()), binary }
 }
 
 function killGroup(child) {
@@ -186,6 +206,7 @@ async function main() {
     redisVersion,
     params: PARAMS,
     repeat: REPEAT,
+    library: libraryInfo(),
     seconds: (Date.now() - started) / 1000,
     loadavgBefore: loadBefore,
     loadavgAfter: os.loadavg(),

@@ -109,6 +109,11 @@ function markdown(meta, rows, f, native) {
   const out = []
   const when = meta.date.replace('T', ' ').replace(/\..*/, ' UTC')
   out.push(`Run of ${when}${meta.quick ? ' (quick: short phases, noisier)' : ''}${meta.repeat > 1 ? ` (every case ${meta.repeat} times, round-robin; medians)` : ''}: Node ${meta.node}, ${meta.cpus} vCPU (${meta.cpuModel}), ${meta.memoryGiB} GiB, ${meta.platform}${meta.redisVersion ? `, redis-server ${meta.redisVersion}` : ''}; ${num(meta.seconds, 0)} s; load average before ${(meta.loadavgBefore || []).map((l) => num(l, 2)).join(' ')}.`)
+  const lib = meta.library
+  if (lib) {
+    const dirty = lib.uncommittedChanges && lib.uncommittedChanges.length ? ` plus uncommitted changes to ${lib.uncommittedChanges.map((l) => l.replace(/^\S+\s+/, '')).join(', ')}` : ''
+    out.push(`\ncluster-shm measured: ${lib.commit ? `commit ${lib.commit}${dirty}` : lib.dir}${lib.binary ? ` (binary built ${lib.binary.modified.replace('T', ' ').replace(/\..*/, ' UTC')})` : ''}.`)
+  }
   const sk = Object.entries(meta.skipped || {})
   if (sk.length) out.push(`\nSkipped: ${sk.map(([k, v]) => `${k} (${v})`).join('; ')}.`)
   const ids = rows.map((r) => r.id).filter((id) => f[id])
