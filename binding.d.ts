@@ -23,6 +23,16 @@ export declare class NativeBus {
   get queued(): number
   /** Publishes a whole message now or nothing (false: ring full or earlier sends queued). */
   write(to: number, kind: number, data: Uint8Array): boolean
+  /**
+   * Writes the messages staged by index.js, `[kind u8][0 u8 ×3][len u32 LE][payload]` back to
+   * back, each whole, in order, stopping at the first that does not fit. Returns
+   * `[accepted, credit]`: how many were written, and the ring bytes that surely take whole
+   * messages now (see `Outbox::credit`). One call for many small messages: the N-API
+   * boundary, not the ring, is what a small `write()` costs.
+   */
+  writeStaged(to: number, records: Uint8Array): Array<number>
+  /** Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued). */
+  credit(to: number): number
   /** Same as `write` for a string payload, without a Buffer in between. */
   writeString(to: number, data: string): boolean
   /**
@@ -68,13 +78,13 @@ export declare class NativeBus {
    * Polling: commits what the previous poll returned (the caller handed it out) and returns
    * the next batch (at most `max` records), or null when nothing is waiting.
    */
-  poll(max: number): Buffer | null
+  poll(max: number): Array<Buffer> | null
   /**
    * Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
    * with one Buffer of records per drained batch. `spinMicros` > 0 spins that long before
    * sleeping (lower latency, one core busy meanwhile).
    */
-  start(callback: (batch: Buffer) => void, spinMicros: number): void
+  start(callback: (batch: Buffer[]) => void, spinMicros: number): void
   /** Stops the delivery thread (messages stay in the rings for `read` or a later `start`). */
   stop(): void
   /** Detaches (the primary also unlinks the segment and tells the workers). Idempotent. */

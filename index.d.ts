@@ -139,6 +139,8 @@ export declare class Bus extends EventEmitter {
 
   /** Writes one whole message now, or nothing (false: the receiver's ring is full, or send()s to it are queued). */
   write(to: Address, data: Payload): boolean
+  /** Writes small messages staged by write() into the rings now (else: at the end of the current microtask checkpoint). */
+  flush(): void
   /** Sends one message of any size; resolves once it is in the receiver's ring. */
   send(to: Address, data: Payload, options?: SendOptions): Promise<void>
   /** Sends to every other attached process; resolves with the number of receivers. */

@@ -30,6 +30,7 @@ const LOST = 18
 const CORRUPT = 19
 const CLOSED = 20
 const RECORD_HEADER = 8
+const RECORD_LARGE = 1 // record flag: the payload is the batch's next large buffer
 
 const MAX_WORKERS = 256
 const RING_BUDGET = 64 << 20
@@ -49,6 +50,12 @@ const fail = (code, message) => {
 }
 
 const RESOLVED = Promise.resolve()
+
+// Small writes are staged in JS and flushed in one native call (see Bus#stage).
+const STAGED_MAX = 1024 // largest payload staged, in bytes
+const STAGE_BYTES = 64 * 1024
+/** Ring bytes a single-frame message of `len` payload bytes takes (src/core/layout.rs frame_size). */
+const ringBytes = (len) => (16 + len + 15) & ~15
 
 /** The error a request handler threw, carried back to the requester. */
 class RemoteError extends Error {
@@ -143,6 +150,9 @@ function defaultRingSize(workers) {
   return size
 }
 
+/** Buses of this process with staged writes (see Bus#stage). */
+const stagingBuses = new Set()
+
 /** Buses of this process not closed yet: one 'exit' listener closes them all. */
 const openBuses = new Set()
 
@@ -170,9 +180,13 @@ class Bus extends EventEmitter {
   #generation // this attachment's generation (u16), checked on envelopes
   #nextRequest = 0
   #completions = new Map() // id of a queued send or acquire -> resolve(result)
+  #staged = [] // per target: small writes waiting for one native call (see #stage)
+  #dirty = new Set() // targets with staged writes
+  #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
-  #polled = null // batch being handed out by read()
-  #polledAt = 0
+  #polled = null // [records, ...large payloads] being handed out by read()
+  #polledAt = 0 // next record in #polled[0] (or in the batch being dispatched)
+  #largeAt = 1 // next large payload
   #cleanup = []
 
   constructor(nativeBus, spinMicros) {
@@ -265,7 +279,77 @@ class Bus extends EventEmitter {
     const t = this.#target(to)
     const [kind, payload] = encode(data)
     if (t === -2) return this.#loop(kind, payload), true
+    const len = typeof payload === 'string' ? (payload.length <= STAGED_MAX / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
+    if (len <= STAGED_MAX) return this.#stage(t, kind, payload, len)
+    this.#flush(t)
     return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+  }
+
+  /**
+   * Small writes are staged here and written to the ring by one native call per microtask (or
+   * when the credit runs out): the N-API boundary, not the ring, is what a small write costs.
+   * `credit` is ring space that surely takes them (see Outbox::credit), so a staged write is a
+   * promise the ring keeps: it returns true only when the message will fit.
+   * `len` is the payload's byte length, or -1 for a string short enough to skip measuring.
+   */
+  #stage(t, kind, payload, len) {
+    let st = this.#staged[t]
+    if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, credit: 0, scheduled: false }
+    if (this.#queuedTo[t] > 0) return false // queued send()s to t go first
+    let bytes = len >= 0 ? len : STAGED_MAX // worst case for a short string, exact below
+    if (st.credit < ringBytes(bytes) || st.used + 8 + bytes > STAGE_BYTES) {
+      this.#flush(t)
+      st.credit = this.#native.credit(t)
+      if (st.credit < ringBytes(bytes)) {
+        // Little room left: the ring decides exactly, so false still means "full".
+        return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+      }
+    }
+    const at = st.used + 8
+    if (typeof payload === 'string') bytes = st.buf.write(payload, at, 'utf8')
+    else st.buf.set(payload, at)
+    st.buf[st.used] = kind
+    st.buf.writeUInt32LE(bytes, st.used + 4)
+    st.used = at + bytes
+    st.credit -= ringBytes(bytes)
+    if (!st.scheduled) {
+      st.scheduled = true
+      this.#dirty.add(t)
+      stagingBuses.add(this)
+      queueMicrotask(() => this.#flush(t))
+    }
+    return true
+  }
+
+  /**
+   * Writes staged small messages into the rings now. write() stages them until the end of the
+   * current microtask checkpoint; call flush() before spinning or blocking synchronously
+   * (read() flushes by itself).
+   */
+  flush() {
+    for (const t of this.#dirty) this.#flush(t)
+  }
+
+  /** Writes what is staged for `t` (before anything else goes to `t`, to keep FIFO). */
+  #flush(t) {
+    const st = this.#staged[t]
+    if (st === undefined) return
+    st.scheduled = false
+    this.#dirty.delete(t)
+    if (this.#dirty.size === 0) stagingBuses.delete(this)
+    if (st.used === 0 || this.#closed) return
+    const records = st.buf.subarray(0, st.used)
+    st.used = 0
+    const [accepted, credit] = this.#native.writeStaged(t, records)
+    st.credit = credit
+    // The credit makes a shortfall impossible unless the ring was found corrupt; queue the rest
+    // rather than drop what write() accepted.
+    let at = 0
+    for (let i = 0; at < records.length; i++) {
+      const len = records.readUInt32LE(at + 4)
+      if (i >= accepted) this.#send(t, records[at], Buffer.from(records.subarray(at + 8, at + 8 + len)), undefined, false).catch(() => {})
+      at += 8 + len
+    }
   }
 
   /**
@@ -290,6 +374,7 @@ class Bus extends EventEmitter {
    * holding `t` now (broadcast, publish, requests), rejected with ERR_PEER_GONE if it leaves.
    */
   #send(t, kind, payload, timeout, bound) {
+    this.#flush(t)
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
       // Short strings go straight from the JS string into the ring.
@@ -299,7 +384,12 @@ class Bus extends EventEmitter {
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {
       return RESOLVED
     }
-    return this.#completion(this.#native.sendQueued(t, kind, payload, timeout, bound)).then((code) => {
+    const id = this.#native.sendQueued(t, kind, payload, timeout, bound)
+    this.#queuedTo[t] = (this.#queuedTo[t] ?? 0) + 1
+    const staged = this.#staged[t]
+    if (staged !== undefined) staged.credit = 0 // nothing staged may overtake it
+    return this.#completion(id).then((code) => {
+      this.#queuedTo[t]--
       if (code) fail(code, code === 'ERR_TIMEOUT' ? `no room in the ring to ${this.#toPublic(t)} within ${timeout} ms` : `send to ${this.#toPublic(t)} failed: ${code}`)
     })
   }
@@ -347,13 +437,17 @@ class Bus extends EventEmitter {
   read() {
     if (this.#closed) fail('ERR_CLOSED', 'the bus is closed')
     if (this.listenerCount('message') > 0) fail('ERR_SUBSCRIBED', 'read() cannot be used while a subscription delivers messages')
+    // A poller may never yield to the microtasks that flush staged writes, its own or those of
+    // other buses of this process: flush them here.
+    for (const bus of stagingBuses) bus.flush()
     if (this.#queue.length > 0) return this.#queue.shift()
     if (this.#delivering) return null // topics or requests keep delivery running: plain messages arrive in #queue
     for (;;) {
-      if (this.#polled === null || this.#polledAt >= this.#polled.length) {
+      if (this.#polled === null || this.#polledAt >= this.#polled[0].length) {
         // One record per poll: the next poll commits exactly what was handed out.
         this.#polled = this.#native.poll(1)
         this.#polledAt = 0
+        this.#largeAt = 1
         if (this.#polled === null) return this.#queue.length > 0 ? this.#queue.shift() : null
       }
       this.#handle(this.#polled)
@@ -532,8 +626,8 @@ class Bus extends EventEmitter {
       this.#delivering = true
       const rest = this.#polled // what read() had polled but not handed out yet, first
       this.#polled = null
-      if (rest !== null) this.#dispatch(rest, this.#polledAt)
-      this.#native.start((batch) => this.#dispatch(batch, 0), this.#spin)
+      if (rest !== null) this.#dispatch(rest, this.#polledAt, this.#largeAt)
+      this.#native.start((buffers) => this.#dispatch(buffers, 0, 1), this.#spin)
     } else if (!want && this.#delivering) {
       this.#delivering = false
       this.#native.stop()
@@ -541,13 +635,14 @@ class Bus extends EventEmitter {
   }
 
   /** Handles every record of a batch. Listener errors are rethrown after it, so the batch is acknowledged. */
-  #dispatch(batch, at) {
+  #dispatch(buffers, at, largeAt) {
     if (this.#closed) return // left in the ring for the next holder of this index: not committed
     let error = null
     this.#polledAt = at
-    while (this.#polledAt < batch.length) {
+    this.#largeAt = largeAt
+    while (this.#polledAt < buffers[0].length) {
       try {
-        this.#handle(batch)
+        this.#handle(buffers)
       } catch (err) {
         error ??= err
       }
@@ -555,15 +650,24 @@ class Bus extends EventEmitter {
     if (error !== null) process.nextTick(() => { throw error })
   }
 
-  /** Handles the record at #polledAt. */
-  #handle(batch) {
+  /**
+   * Handles the record at #polledAt of `buffers` = [records, ...large payloads]: a record flagged
+   * RECORD_LARGE has its payload in the next large buffer (handed over by Rust without a copy).
+   */
+  #handle(buffers) {
+    const records = buffers[0]
     const at = this.#polledAt
-    const from = batch.readUInt16LE(at)
-    const kind = batch[at + 2]
-    const len = batch.readUInt32LE(at + 4)
-    const start = at + RECORD_HEADER
-    const end = start + len
-    this.#polledAt = end
+    const from = records.readUInt16LE(at)
+    const kind = records[at + 2]
+    const len = records.readUInt32LE(at + 4)
+    this.#polledAt = at + RECORD_HEADER + len
+    let batch = records
+    let start = at + RECORD_HEADER
+    if ((records[at + 3] & RECORD_LARGE) !== 0) {
+      batch = buffers[this.#largeAt++]
+      start = 0
+    }
+    const end = batch === records ? start + len : batch.length
     if (kind <= VALUE) this.#message({ from: this.#toPublic(from), data: decode(kind, batch, start, end) })
     else if (kind === TOPIC) this.#handleTopic(from, batch, start, end)
     else if (kind === REQUEST) this.#handleRequest(from, batch, start, end)
@@ -740,6 +844,7 @@ class Bus extends EventEmitter {
    */
   close() {
     if (this.#closed) return
+    this.flush() // what write() accepted goes out
     this.#closed = true
     this.#delivering = false
     this.#native.close()

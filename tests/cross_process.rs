@@ -453,9 +453,7 @@ fn killed_sender_never_leaves_a_torn_message() {
         let mut child = ChildProc::spawn("crash_writer", &seg.name(), &env);
         let mut kill_at: Option<Instant> = None;
         loop {
-            batch.bytes.clear();
-            batch.records = 0;
-            batch.commits.clear();
+            batch.clear();
             drain_or_sleep(
                 &mut inbox,
                 &primary,

@@ -162,7 +162,15 @@ type CompletionFn =
     ThreadsafeFunction<(u32, &'static str), Unknown<'static>, FnArgs<(u32, &'static str)>, Status, false, true>;
 
 /// Weak: a subscription alone never keeps the event loop alive (invariant 7).
-type DeliverFn = ThreadsafeFunction<Batch, Unknown<'static>, Buffer, Status, false, true>;
+type DeliverFn = ThreadsafeFunction<Batch, Unknown<'static>, Vec<Buffer>, Status, false, true>;
+
+/// A batch as JS gets it: `[records, ...large payloads]`, every Vec handed over without a copy.
+fn batch_buffers(batch: Batch) -> Vec<Buffer> {
+    std::iter::once(batch.bytes)
+        .chain(batch.large)
+        .map(Buffer::from)
+        .collect()
+}
 
 struct Delivery {
     stop: Arc<AtomicBool>,
@@ -230,7 +238,7 @@ impl Inner {
         }
     }
 
-    fn poll(&self, max: u32) -> CodedResult<Option<Buffer>> {
+    fn poll(&self, max: u32) -> CodedResult<Option<Vec<Buffer>>> {
         self.open()?;
         if lock(&self.delivery).is_some() {
             return Err(coded(
@@ -251,10 +259,10 @@ impl Inner {
         };
         lock(&self.inbox).drain(&self.ep, &mut batch, budget);
         *lock(&self.poll_commits) = std::mem::take(&mut batch.commits);
-        Ok((batch.records > 0).then(|| Buffer::from(batch.bytes)))
+        Ok((batch.records > 0).then(|| batch_buffers(batch)))
     }
 
-    fn start(self: &Arc<Self>, callback: Function<Buffer, Unknown<'static>>, spin: Duration) -> CodedResult<()> {
+    fn start(self: &Arc<Self>, callback: Function<Vec<Buffer>, Unknown<'static>>, spin: Duration) -> CodedResult<()> {
         self.open()?;
         let mut slot = lock(&self.delivery);
         if slot.is_some() {
@@ -265,7 +273,7 @@ impl Inner {
             .build_threadsafe_function::<Batch>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(Buffer::from(ctx.value.bytes)))
+            .build_callback(|ctx| Ok(batch_buffers(ctx.value)))
             .map_err(|e| coded("ERR_INTERNAL", e.reason))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (this, stop2) = (self.clone(), stop.clone());
@@ -342,7 +350,7 @@ impl Inner {
         let done =
             Box::new(move |r: std::result::Result<(), SendError>| report(r.err().map_or("", |e| send_error_code(&e))));
         self.outbox
-            .send_queued(to, kind as u8, data.to_vec(), timeout, bound, done)
+            .send_queued(to, kind as u8, data, timeout, bound, done)
             .map_err(write_error)?;
         Ok(id)
     }
@@ -473,6 +481,38 @@ impl NativeBus {
             .open()
             .and_then(|i| i.outbox.try_write(to, kind as u8, data).map_err(write_error));
         js(env, r)
+    }
+
+    /// Writes the messages staged by index.js, `[kind u8][0 u8 ×3][len u32 LE][payload]` back to
+    /// back, each whole, in order, stopping at the first that does not fit. Returns
+    /// `[accepted, credit]`: how many were written, and the ring bytes that surely take whole
+    /// messages now (see `Outbox::credit`). One call for many small messages: the N-API
+    /// boundary, not the ring, is what a small `write()` costs.
+    #[napi]
+    pub fn write_staged(&self, env: &Env, to: u32, records: &[u8]) -> Result<Vec<u32>> {
+        let r = self.inner.open().and_then(|inner| {
+            let mut at = 0;
+            let mut accepted = 0u32;
+            while at + 8 <= records.len() {
+                let len = u32::from_le_bytes(records[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+                let Some(payload) = records.get(at + 8..at + 8 + len) else {
+                    return Err(coded("ERR_INVALID_ARG", "malformed staged records"));
+                };
+                if !inner.outbox.try_write(to, records[at], payload).map_err(write_error)? {
+                    break;
+                }
+                accepted += 1;
+                at += 8 + len;
+            }
+            Ok(vec![accepted, inner.outbox.credit(to).min(u32::MAX as u64) as u32])
+        });
+        js(env, r)
+    }
+
+    /// Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued).
+    #[napi]
+    pub fn credit(&self, to: u32) -> u32 {
+        self.inner.outbox.credit(to).min(u32::MAX as u64) as u32
     }
 
     /// Same as `write` for a string payload, without a Buffer in between.
@@ -657,15 +697,15 @@ impl NativeBus {
     /// Polling: commits what the previous poll returned (the caller handed it out) and returns
     /// the next batch (at most `max` records), or null when nothing is waiting.
     #[napi]
-    pub fn poll(&self, env: &Env, max: u32) -> Result<Option<Buffer>> {
+    pub fn poll(&self, env: &Env, max: u32) -> Result<Option<Vec<Buffer>>> {
         js(env, self.inner.poll(max))
     }
 
     /// Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
     /// with one Buffer of records per drained batch. `spinMicros` > 0 spins that long before
     /// sleeping (lower latency, one core busy meanwhile).
-    #[napi(ts_args_type = "callback: (batch: Buffer) => void, spinMicros: number")]
-    pub fn start(&self, env: &Env, callback: Function<Buffer, Unknown<'static>>, spin_micros: u32) -> Result<()> {
+    #[napi(ts_args_type = "callback: (batch: Buffer[]) => void, spinMicros: number")]
+    pub fn start(&self, env: &Env, callback: Function<Vec<Buffer>, Unknown<'static>>, spin_micros: u32) -> Result<()> {
         js(
             env,
             self.inner.start(callback, Duration::from_micros(spin_micros as u64)),

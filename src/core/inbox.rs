@@ -31,14 +31,20 @@ pub mod event {
     pub const CLOSED: u8 = 20;
 }
 
-/// Bytes in front of every record of a batch: from (u16 LE), kind (u8), 0 (u8), len (u32 LE).
+/// Bytes in front of every record of a batch: from (u16 LE), kind (u8), flags (u8), len (u32 LE).
 pub const RECORD_HEADER: usize = 8;
+/// Record flag: the payload is the next buffer of [`Batch::large`] (moved, not copied), and the
+/// record's `len` is 0.
+pub const RECORD_LARGE: u8 = 1;
 
 /// Messages and events for the application, in one buffer, plus what to commit once delivered.
 #[derive(Default, Debug)]
 pub struct Batch {
     /// Records: `RECORD_HEADER` then `len` payload bytes, back to back.
     pub bytes: Vec<u8>,
+    /// Payloads of reassembled (chunked) messages, in record order: handed over as they are
+    /// instead of being copied into `bytes`.
+    pub large: Vec<Vec<u8>>,
     pub records: u32,
     /// `(sender, ring position)` to pass to [`Endpoint::commit`] after delivery.
     pub commits: Vec<(u32, u64)>,
@@ -47,6 +53,13 @@ pub struct Batch {
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.records == 0 && self.commits.is_empty()
+    }
+    /// Empties the batch for reuse, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.large.clear();
+        self.records = 0;
+        self.commits.clear();
     }
     fn push_header(&mut self, from: u32, kind: u8, len: usize) {
         self.bytes.extend_from_slice(&(from as u16).to_le_bytes());
@@ -64,17 +77,32 @@ impl Batch {
             None => self.push_header(from, kind, 0),
         }
     }
+    fn push_large(&mut self, from: u32, kind: u8, payload: Vec<u8>) {
+        self.push_header(from, kind, 0);
+        let flags = self.bytes.len() - 5;
+        self.bytes[flags] = RECORD_LARGE;
+        self.large.push(payload);
+    }
     /// Iterates `(from, kind, payload)` (for Rust users and tests).
     pub fn iter(&self) -> impl Iterator<Item = (u32, u8, &[u8])> {
         let mut at = 0;
+        let mut large = self.large.iter();
         std::iter::from_fn(move || {
             let h = self.bytes.get(at..at + RECORD_HEADER)?;
             let from = u16::from_le_bytes([h[0], h[1]]) as u32;
             let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-            let p = &self.bytes[at + RECORD_HEADER..at + RECORD_HEADER + len];
+            let p = if h[3] & RECORD_LARGE != 0 {
+                large.next()?.as_slice()
+            } else {
+                &self.bytes[at + RECORD_HEADER..at + RECORD_HEADER + len]
+            };
             at += RECORD_HEADER + len;
             Some((from, h[2], p))
         })
+    }
+    /// Payload bytes held (records and large payloads), for batch budgets.
+    fn held(&self) -> usize {
+        self.bytes.len() + self.large.iter().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -184,7 +212,7 @@ impl Inbox {
             if after != before {
                 batch.commits.push((from, after));
             }
-            if batch.records >= budget.max_records || batch.bytes.len() >= budget.max_bytes {
+            if batch.records >= budget.max_records || batch.held() >= budget.max_bytes {
                 break;
             }
         }
@@ -213,7 +241,7 @@ impl RingReader {
     pub fn drain(&mut self, from: u32, ring: &Ring, batch: &mut Batch, budget: Budget) {
         let st = self;
         loop {
-            if batch.records >= budget.max_records || batch.bytes.len() >= budget.max_bytes {
+            if batch.records >= budget.max_records || batch.held() >= budget.max_bytes {
                 return;
             }
             let frame = match ring.next_frame(st.cursor) {
@@ -280,8 +308,7 @@ impl RingReader {
                     batch.push_event(from, event::LOST, Some(1));
                     continue;
                 }
-                batch.push_header(from, a.kind, a.buf.len());
-                batch.bytes.extend_from_slice(&a.buf);
+                batch.push_large(from, a.kind, a.buf);
             }
         }
     }

@@ -171,6 +171,15 @@ impl Outbox {
         Ok(ok)
     }
 
+    /// Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued,
+    /// so that nothing written later overtakes them). See `Ring::credit`.
+    pub fn credit(&self, to: u32) -> u64 {
+        if self.check(to, 0, 0).is_err() || !lock(&self.queues[to as usize]).is_empty() {
+            return 0;
+        }
+        self.ep.ring_to(to).credit(self.ep.geometry().max_frame_payload())
+    }
+
     /// Queues the message for the sender thread; `done` runs on that thread when it is written,
     /// or with the reason it never will be.
     /// With `bound`, the message is for the process holding `to` now: if it leaves before the
@@ -180,21 +189,46 @@ impl Outbox {
         self: &Arc<Self>,
         to: u32,
         kind: u8,
-        data: Vec<u8>,
+        data: &[u8],
         timeout: Option<Duration>,
         bound: bool,
         done: Done,
     ) -> Result<(), WriteError> {
         self.check(to, data.len(), u32::MAX as usize)?;
+        let mut q = lock(&self.queues[to as usize]);
+        let mut out = Outgoing::default();
+        if q.is_empty() {
+            // Write what fits now straight from the caller's bytes; only the rest is copied.
+            let ring = self.ep.ring_to(to);
+            let r = ring.write_message(kind, data, &mut out, self.ep.geometry().max_frame_payload(), false);
+            if out.written > 0 {
+                self.ep.notify(to);
+            }
+            match r {
+                Ok(true) => {
+                    drop(q);
+                    done(Ok(()));
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    drop(q);
+                    done(Err(SendError::Corrupt));
+                    return Ok(());
+                }
+            }
+        }
+        out.skipped = out.written;
         let job = Job {
             kind,
-            data,
-            out: Outgoing::default(),
+            data: data[out.written..].to_vec(),
+            out,
             deadline: timeout.map(|t| Instant::now() + t),
             bound_to: bound.then(|| self.ep.shared().owner_word(to)),
             done,
         };
-        lock(&self.queues[to as usize]).push_back(job);
+        q.push_back(job);
+        drop(q);
         self.start_thread();
         ring_bell_always(self.ep.space_bell());
         Ok(())

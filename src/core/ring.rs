@@ -61,10 +61,13 @@ pub struct FrameRef {
 /// Progress of one message through [`Ring::write_message`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outgoing {
-    /// Payload bytes already published.
+    /// Message bytes already published.
     pub written: usize,
     /// Sequence number, fixed when the first frame goes out.
     pub seq: u32,
+    /// Message bytes not in the `payload` passed to `write_message` (published before the rest
+    /// was copied for later): `payload` holds the message from this offset on.
+    pub skipped: usize,
 }
 
 impl Ring {
@@ -136,9 +139,10 @@ impl Ring {
         all_or_nothing: bool,
     ) -> Result<bool, RingError> {
         debug_assert!(max_frame > 0 && frame_size(max_frame) <= self.cap);
-        let msg_len = u32::try_from(payload.len()).map_err(|_| RingError::Corrupt("message longer than u32"))?;
+        let total = out.skipped + payload.len();
+        let msg_len = u32::try_from(total).map_err(|_| RingError::Corrupt("message longer than u32"))?;
         let (mut tail, head) = self.writer_cursors()?;
-        let remaining = payload.len() - out.written;
+        let remaining = total - out.written;
         if all_or_nothing {
             let full = remaining / max_frame;
             let rest = remaining % max_frame;
@@ -155,7 +159,7 @@ impl Ring {
         }
         let mut wrote_any = false;
         loop {
-            let len = (payload.len() - out.written).min(max_frame);
+            let len = (total - out.written).min(max_frame);
             let size = frame_size(len);
             let end = self.plan(tail, std::iter::once(size));
             if end - head > self.cap {
@@ -176,7 +180,7 @@ impl Ring {
             if out.written == 0 {
                 fl |= flags::FIRST;
             }
-            if out.written + len == payload.len() {
+            if out.written + len == total {
                 fl |= flags::LAST;
             }
             self.put_header(
@@ -193,11 +197,13 @@ impl Ring {
             let off = (tail % self.cap) as usize + FRAME_HEADER;
             // SAFETY: `plan` placed the frame inside [0, cap) without straddling the end, and the
             // bytes in [tail, head + cap) belong to the writer until it publishes them.
-            unsafe { ptr::copy_nonoverlapping(payload.as_ptr().add(out.written), self.data.add(off), len) };
+            unsafe {
+                ptr::copy_nonoverlapping(payload.as_ptr().add(out.written - out.skipped), self.data.add(off), len)
+            };
             tail += size;
             out.written += len;
             wrote_any = true;
-            if out.written == payload.len() {
+            if out.written == total {
                 break;
             }
         }
@@ -207,7 +213,7 @@ impl Ring {
             }
             h.writer.tail.store(tail, Ordering::Release);
         }
-        Ok(out.written == payload.len() && wrote_any)
+        Ok(out.written == total && wrote_any)
     }
 
     fn put_header(&self, pos: u64, header: FrameHeader) {
@@ -222,6 +228,15 @@ impl Ring {
     pub fn announce_writer_waiting(&self) {
         self.hdr().writer.writer_waiting.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+    }
+
+    /// Ring bytes that surely take whole messages now, however the frames fall: the free space
+    /// less one maximal frame (the most a wrap can waste).
+    pub fn credit(&self, max_frame: usize) -> u64 {
+        let Ok((tail, head)) = self.writer_cursors() else {
+            return 0;
+        };
+        (self.cap - (tail - head)).saturating_sub(frame_size(max_frame))
     }
 
     /// Whether a message of `len` bytes could be written whole now.

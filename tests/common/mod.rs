@@ -495,7 +495,7 @@ pub fn queue_send(
     data: Vec<u8>,
     done: Box<dyn FnOnce(Result<(), SendError>) + Send>,
 ) -> Result<(), WriteError> {
-    out.send_queued(to, cluster_shm::core::kind::BYTES, data, None, false, done)
+    out.send_queued(to, cluster_shm::core::kind::BYTES, &data, None, false, done)
 }
 
 /// Drains into `batch`; when there is nothing, sleeps on the data bell (eventcount: announce,
