@@ -605,7 +605,14 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[cfg(all(unix, not(target_os = "linux")))]
+/// macOS: `kp_proc.p_stat == SZOMB` in the process's `kinfo_proc` (see [`kinfo_proc`]).
+#[cfg(target_os = "macos")]
+fn is_zombie(pid: u32) -> bool {
+    const SZOMB: u8 = 5; // <sys/proc.h>
+    kinfo_proc(pid).is_some_and(|k| k.stat == SZOMB)
+}
+
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
 fn is_zombie(_pid: u32) -> bool {
     false
 }
@@ -638,37 +645,65 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Start time of `pid` in microseconds since the epoch, from `sysctl {CTL_KERN, KERN_PROC,
-/// KERN_PROC_PID, pid}`: a `struct kinfo_proc` whose first field, `kp_proc.p_un.__p_starttime`,
-/// is a `struct timeval` (`time_t` seconds at offset 0, `int32` microseconds at offset 8) on
-/// every 64-bit macOS. The `libc` crate has no `kinfo_proc` for Apple, so the buffer is raw.
+/// The fields of a macOS `struct kinfo_proc` that cluster-shm reads.
 #[cfg(target_os = "macos")]
-pub fn start_time(pid: u32) -> Option<u64> {
+struct KinfoProc {
+    /// `kp_proc.p_un.__p_starttime`, in microseconds since the epoch.
+    start_us: u64,
+    /// `kp_proc.p_stat` (SIDL 1, SRUN 2, SSLEEP 3, SSTOP 4, SZOMB 5).
+    stat: u8,
+}
+
+/// `sysctl {CTL_KERN, KERN_PROC, KERN_PROC_PID, pid}`, which fills a `struct kinfo_proc` (648
+/// bytes on every 64-bit macOS). The `libc` crate has no `kinfo_proc` for Apple, so the buffer is
+/// raw, read at the offsets of `struct extern_proc` (<sys/proc.h>), its first member:
+/// `p_un.__p_starttime` (a `struct timeval`: `time_t` seconds at 0, `int32` microseconds at 8),
+/// `p_stat` (a `char` at 36) and `p_pid` (an `int32` at 40). The PID read back must be the one
+/// asked for, which guards the offsets.
+#[cfg(target_os = "macos")]
+fn kinfo_proc(pid: u32) -> Option<KinfoProc> {
     if pid == 0 || pid > i32::MAX as u32 {
         return None;
     }
     let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid as libc::c_int];
-    // sizeof(struct kinfo_proc) is 648; a larger, 8-aligned buffer is fine (the kernel writes
-    // back the length it filled, 0 when there is no such process).
-    let mut buf = [0u64; 128];
-    let mut len = std::mem::size_of_val(&buf);
-    // SAFETY: `mib` has 4 valid entries, `buf`/`len` describe a writable buffer; no new value.
+    // A larger, 8-aligned buffer is fine: the kernel writes back the length it filled, 0 when
+    // there is no such process.
+    #[repr(C, align(8))]
+    struct Buf([u8; 1024]);
+    let mut buf = Buf([0; 1024]);
+    let mut len = buf.0.len();
+    // SAFETY: `mib` has 4 valid entries, `buf`/`len` describe a writable, 8-aligned buffer; no
+    // new value is set.
     let r = unsafe {
         libc::sysctl(
             mib.as_mut_ptr(),
             mib.len() as libc::c_uint,
-            buf.as_mut_ptr().cast(),
+            buf.0.as_mut_ptr().cast(),
             &mut len,
             std::ptr::null_mut(),
             0,
         )
     };
-    if r != 0 || len < 16 {
+    if r != 0 || !(48..=buf.0.len()).contains(&len) {
         return None;
     }
-    let secs = buf[0] as i64;
-    let micros = (buf[1] as u32) as u64; // little-endian: the int32 tv_usec is the low half
-    (secs > 0).then(|| secs as u64 * 1_000_000 + micros.min(999_999))
+    let bytes = &buf.0[..len];
+    let i64_at = |o: usize| i64::from_ne_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let i32_at = |o: usize| i32::from_ne_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    if i32_at(40) != pid as i32 {
+        return None;
+    }
+    let (secs, micros) = (i64_at(0), i32_at(8));
+    (secs > 0).then(|| KinfoProc {
+        start_us: secs as u64 * 1_000_000 + micros.clamp(0, 999_999) as u64,
+        stat: bytes[36],
+    })
+}
+
+/// Start time of `pid` in microseconds since the epoch (see [`kinfo_proc`]).
+#[cfg(target_os = "macos")]
+pub fn start_time(pid: u32) -> Option<u64> {
+    kinfo_proc(pid).map(|k| k.start_us)
 }
 
 /// Creation time of `pid` (`GetProcessTimes`), in 100 ns units since 1601.
@@ -740,27 +775,51 @@ mod tests {
     }
     #[test]
     fn a_reaped_child_is_not_alive() {
-        // A shell, not this test binary: under qemu-user without binfmt_misc (the arm64 cross
-        // test) only host programs can be exec'd.
-        #[cfg(unix)]
-        let mut cmd = std::process::Command::new("sh");
-        #[cfg(unix)]
-        cmd.args(["-c", "exit 0"]);
-        #[cfg(windows)]
-        let mut cmd = std::process::Command::new("cmd");
-        #[cfg(windows)]
-        cmd.args(["/C", "exit 0"]);
-        let mut child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = host_child("exit 0");
         let id = ProcessId {
             pid: child.id(),
             start_time: start_time(child.id()).unwrap_or(0),
         };
         child.wait().unwrap();
         assert!(!id.is_alive(), "{id:?} is still alive after it was reaped");
+    }
+
+    /// A killed child that nobody reaped yet (a zombie on Unix; on Windows a process object kept
+    /// by the parent's handle) holds nothing any more and must count as dead.
+    #[test]
+    fn a_killed_child_not_yet_reaped_is_not_alive() {
+        let mut child = host_child(if cfg!(windows) { "ping -n 30 127.0.0.1" } else { "sleep 30" });
+        let id = ProcessId {
+            pid: child.id(),
+            start_time: start_time(child.id()).unwrap_or(0),
+        };
+        assert!(id.start_time != 0 || cfg!(not(any(target_os = "linux", target_os = "macos", windows))));
+        assert!(id.is_alive(), "{id:?} is not alive while it runs");
+        child.kill().unwrap();
+        let t = Instant::now();
+        while id.is_alive() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let dead_after = t.elapsed();
+        child.wait().unwrap();
+        assert!(dead_after < Duration::from_secs(5), "{id:?} still alive 5 s after it was killed");
+    }
+
+    /// A child running a shell command. A shell, not this test binary: under qemu-user without
+    /// binfmt_misc (the arm64 cross test) only host programs can be exec'd.
+    fn host_child(command: &str) -> std::process::Child {
+        #[cfg(unix)]
+        let mut cmd = std::process::Command::new("sh");
+        #[cfg(unix)]
+        cmd.args(["-c", command]);
+        #[cfg(windows)]
+        let mut cmd = std::process::Command::new("cmd");
+        #[cfg(windows)]
+        cmd.args(["/C", command]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     #[cfg(any(target_os = "linux", target_os = "macos", windows))]
