@@ -108,8 +108,9 @@ function libraryInfo() {
       return null
     }
   }
-  const commit = git('rev-parse', '--short', 'HEAD')
-  const changed = commit === null ? null : git('status', '--porcelain', '--', 'src', 'index.js', 'binding.js')
+  // BENCH_LIB_COMMIT labels a clean copy (e.g. `git archive` of a commit) that has no .git.
+  const commit = process.env.BENCH_LIB_COMMIT || git('rev-parse', '--short', 'HEAD')
+  const changed = process.env.BENCH_LIB_COMMIT ? '' : commit === null ? null : git('status', '--porcelain', '--', 'src', 'index.js', 'binding.js')
   let binary = null
   try {
     const f = fs.readdirSync(dir).find((x) => x.startsWith('cluster-shm.') && x.endsWith('.node'))

@@ -17,8 +17,10 @@
 //! - 1 MiB messages, MB/s end to end (chunked through the 1 MiB ring), beside a plain
 //!   in-process memcpy of 1 MiB for scale.
 //!
-//! Options (after `--`): `--quick` (short phases), `--no-save` (do not write
-//! bench/results/native.json).
+//! Every case runs 3 times (fresh processes each time) and the table shows the median round,
+//! with every round in the detail. Options (after `--`): `--quick` (one short round, nothing
+//! written), `--no-save` (do not write bench/results/native.json), case names to run only those
+//! (lat_sleep, lat_spin50, lat_busy, tput64, bulk, memcpy).
 
 use std::io::Write;
 use std::process::{Child, Command};
@@ -60,6 +62,9 @@ fn main() {
     } else {
         Duration::from_millis(2000)
     };
+    // Every case runs ROUNDS times (each a fresh pair of processes); the table shows the median
+    // round, the detail every round: on a shared machine one round can land in a bad moment.
+    let rounds = if quick { 1 } else { 3 };
     let warm = if quick {
         Duration::from_millis(100)
     } else {
@@ -90,13 +95,29 @@ fn main() {
         if !want(name) {
             continue;
         }
-        let r = latency(name, spin_us, warm, phase);
+        let mut all: Vec<Latency> = (0..rounds).map(|_| latency(name, spin_us, warm, phase)).collect();
+        all.sort_by(|a, b| a.p50.total_cmp(&b.p50));
+        let each = all
+            .iter()
+            .map(|r| format!("{:.2}", r.p50))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let r = all.swap_remove(all.len() / 2);
         rows.push(Row {
             name: label.into(),
             value: format!("p50 {:.2} µs", r.p50),
             detail: format!(
-                "p90 {:.2}, p99 {:.2}, min {:.2} µs; {} round trips; CPU {:.2} µs/msg",
-                r.p90, r.p99, r.min, r.n, r.cpu_per_msg
+                "p90 {:.2}, p99 {:.2}, min {:.2} µs; {} round trips; CPU {:.2} µs/msg{}",
+                r.p90,
+                r.p99,
+                r.min,
+                r.n,
+                r.cpu_per_msg,
+                if rounds > 1 {
+                    format!("; p50 of the rounds: {each}")
+                } else {
+                    String::new()
+                }
             ),
         });
         raw.push(format!(
@@ -107,13 +128,17 @@ fn main() {
     }
 
     if want("tput64") {
-        let t = stream("tput64", SMALL, warm, phase);
+        let (t, each) = median_stream(
+            rounds,
+            || stream("tput64", SMALL, warm, phase),
+            |s| s.msgs_per_sec / 1e6,
+        );
         rows.push(Row {
             name: "64-byte messages, writer to sleeping reader".into(),
             value: format!("{:.2} M msgs/s", t.msgs_per_sec / 1e6),
             detail: format!(
-                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.3} µs/msg",
-                t.messages, t.seconds, t.waits, t.cpu_per_msg
+                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.3} µs/msg{}",
+                t.messages, t.seconds, t.waits, t.cpu_per_msg, each
             ),
         });
         raw.push(format!(
@@ -124,13 +149,13 @@ fn main() {
     }
 
     if want("bulk") {
-        let b = stream("bulk", BULK, warm, phase);
+        let (b, each) = median_stream(rounds, || stream("bulk", BULK, warm, phase), |s| s.mb_per_sec);
         rows.push(Row {
             name: "1 MiB messages (chunked through a 1 MiB ring)".into(),
             value: format!("{:.0} MB/s", b.mb_per_sec),
             detail: format!(
-                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.0} µs/msg",
-                b.messages, b.seconds, b.waits, b.cpu_per_msg
+                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.0} µs/msg{}",
+                b.messages, b.seconds, b.waits, b.cpu_per_msg, each
             ),
         });
         raw.push(format!(
@@ -548,6 +573,24 @@ fn stream_round(size: usize, phase: Duration) -> Stream {
         waits,
         cpu_per_msg: cpu / n as f64,
     }
+}
+
+/// Runs `run` `rounds` times; returns the median round by `key` and the keys of every round.
+fn median_stream(rounds: usize, run: impl Fn() -> Stream, key: impl Fn(&Stream) -> f64) -> (Stream, String) {
+    let mut all: Vec<Stream> = (0..rounds).map(|_| run()).collect();
+    all.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let each = if rounds > 1 {
+        format!(
+            "; rounds: {}",
+            all.iter()
+                .map(|s| format!("{:.2}", key(s)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )
+    } else {
+        String::new()
+    };
+    (all.swap_remove(all.len() / 2), each)
 }
 
 fn stream(_name: &str, size: usize, warm: Duration, phase: Duration) -> Stream {
