@@ -18,7 +18,9 @@ const lib = () => require(process.env.BENCH_LIB || path.join(__dirname, '..', '.
 
 /** Cluster primary: creates the segment before the workers are forked (they find it by env). */
 function primary({ workers }) {
-  const bus = lib().masterInit({ workers })
+  // BENCH_RING_SIZE: a smaller ring than the default (stress of the full-ring path).
+  const ringSize = process.env.BENCH_RING_SIZE ? Number(process.env.BENCH_RING_SIZE) : undefined
+  const bus = lib().masterInit({ workers, ringSize })
   return {
     serialization: 'json',
     info: { ringSize: bus.ringSize, maxWrite: bus.maxWrite, segment: bus.name },
