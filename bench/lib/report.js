@@ -266,7 +266,7 @@ function svg(meta, rows, f) {
   panels.push({ title: '1 MiB Buffers, MB/s end to end — longer is better', fmt: mb, items: ids.map((id) => [id, get.mbps(f[id])]) })
   for (const n of N) panels.push({ title: `Broadcast to ${n - 1} receiver${n > 2 ? 's' : ''} (N=${n}), messages/s per receiver — longer is better`, fmt: rate, items: ids.map((id) => [id, get.bc(n)(f[id])]) })
   panels.push({ title: 'CPU time per 64-byte message (µs, all processes) — shorter is better', fmt: us, items: ids.map((id) => [id, get.cpu(f[id])]) })
-  let y = 62
+  let y = 76
   const parts = []
   for (const p of panels) {
     const items = p.items.filter(([, v]) => v !== undefined && v > 0)
@@ -305,7 +305,8 @@ function svg(meta, rows, f) {
     '<style>.t{font-size:14px;font-weight:bold;fill:#111}.l{font-size:12px;text-anchor:end;fill:#222}.v{font-size:11px;fill:#222}.a{font-size:10px;text-anchor:middle;fill:#666}.g{stroke:#ddd;stroke-width:1}.h{font-size:16px;font-weight:bold;fill:#111}.s{font-size:11px;fill:#555}</style>',
     `<rect width="${W}" height="${y}" fill="#fff"/>`,
     `<text x="20" y="24" class="h">${esc(head)}</text>`,
-    `<text x="20" y="40" class="s">Between two cluster workers (broadcast: 1 to N−1), primary present; log scales; every figure from the same run${meta.repeat > 1 ? ` (medians of ${meta.repeat} rounds)` : ''}; load average ${(meta.loadavgBefore || []).map((l) => l.toFixed(1)).join(' ')} at start (bench/README.md: method).</text>`,
+    `<text x="20" y="40" class="s">Between two cluster workers (broadcast: 1 to N−1), primary present; log scales; every figure from the same run${meta.repeat > 1 ? ` (medians of ${meta.repeat} rounds)` : ''}.</text>`,
+    `<text x="20" y="53" class="s">${esc(meta.library?.commit ? `cluster-shm ${meta.library.commit}; ` : '')}load average ${(meta.loadavgBefore || []).map((l) => l.toFixed(1)).join(' ')} at start; method: bench/README.md.</text>`,
     ...parts,
     '</svg>',
   ].join('\n')
