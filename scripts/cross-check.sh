@@ -4,8 +4,8 @@
 # x86_64-pc-windows-msvc, x86_64-apple-darwin and aarch64-apple-darwin (checking needs no
 # linker, no SDK and no MSVC libraries). Installs the rustup targets it needs. The integration
 # tests in tests/ are Unix-only and are not checked for Windows (CROSS_CHECK_ALL_TARGETS=1 adds
-# --all-targets anyway). Exits non-zero on the first failure. ~1 min warm (first run: three
-# targets' std and a build of the dependencies for each, ~2-3 min).
+# --all-targets anyway). Exits non-zero on the first failure. ~1.5 min (first run: three
+# targets' std and a check of the dependencies for each, ~3 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh

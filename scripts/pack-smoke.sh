@@ -5,7 +5,7 @@
 # holds, installs both tarballs into an empty temporary project with `npm install --offline` and
 # a PATH without cargo or rustc, and runs the two-worker exchange (scripts/smoke-exchange.js)
 # from there, checking that the binary came from node_modules/cluster-shm-<platform>. Cleans up
-# after itself. ~15 s when the release build is up to date (~1.5 min otherwise).
+# after itself. ~15 s when the release build is up to date (after `npm test`), ~70 s otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
