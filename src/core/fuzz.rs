@@ -129,6 +129,17 @@ mod tests {
         }
     }
 
+    /// Found by libFuzzer (`cargo fuzz run ring_reader`): a tail near u64::MAX overflowed the
+    /// writer's position arithmetic (a panic with overflow checks on); positions now wrap.
+    #[test]
+    fn libfuzzer_crash_positions_near_u64_max() {
+        ring_reader(&[0xb0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x54, 0x87]);
+        let mut tail_at_max = vec![0u8; 24];
+        tail_at_max[0..8].copy_from_slice(&(u64::MAX - 15).to_le_bytes());
+        tail_at_max[8..16].copy_from_slice(&(u64::MAX - 15).to_le_bytes());
+        ring_reader(&tail_at_max);
+    }
+
     #[test]
     fn an_undamaged_ring_reads_back_whole() {
         // The damage-free case of the property above, checked for content.

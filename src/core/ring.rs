@@ -1,7 +1,8 @@
 //! One single-producer single-consumer ring of frames in shared memory.
 //!
-//! `tail` and `head` count bytes ever written and consumed (u64, never wrap in practice); the
-//! byte at position `p` lives at `p % capacity`. A frame is a [`FrameHeader`] plus payload,
+//! `tail` and `head` count bytes ever written and consumed (u64, never wrap in practice, but a
+//! hostile peer can put any value there, so all position arithmetic is wrapping); the byte at
+//! position `p` lives at `p % capacity`. A frame is a [`FrameHeader`] plus payload,
 //! padded to 16 bytes, and never straddles the end of the ring: when it does not fit, the writer
 //! puts a wrap marker and starts again at offset 0.
 //!
@@ -105,9 +106,9 @@ impl Ring {
         for size in sizes {
             let room = self.cap - pos % self.cap;
             if room < size {
-                pos += room;
+                pos = pos.wrapping_add(room);
             }
-            pos += size;
+            pos = pos.wrapping_add(size);
         }
         pos
     }
@@ -148,7 +149,7 @@ impl Ring {
             let rest = remaining % max_frame;
             let sizes = std::iter::repeat_n(frame_size(max_frame), full)
                 .chain((rest > 0 || remaining == 0).then(|| frame_size(rest)));
-            if self.plan(tail, sizes) - head > self.cap {
+            if self.plan(tail, sizes).wrapping_sub(head) > self.cap {
                 return Ok(false);
             }
         }
@@ -162,7 +163,7 @@ impl Ring {
             let len = (total - out.written).min(max_frame);
             let size = frame_size(len);
             let end = self.plan(tail, std::iter::once(size));
-            if end - head > self.cap {
+            if end.wrapping_sub(head) > self.cap {
                 break;
             }
             let room = self.cap - tail % self.cap;
@@ -174,7 +175,7 @@ impl Ring {
                         ..Default::default()
                     },
                 );
-                tail += room;
+                tail = tail.wrapping_add(room);
             }
             let mut fl = 0;
             if out.written == 0 {
@@ -200,7 +201,7 @@ impl Ring {
             unsafe {
                 ptr::copy_nonoverlapping(payload.as_ptr().add(out.written - out.skipped), self.data.add(off), len)
             };
-            tail += size;
+            tail = tail.wrapping_add(size);
             out.written += len;
             wrote_any = true;
             if out.written == total {
@@ -236,7 +237,7 @@ impl Ring {
         let Ok((tail, head)) = self.writer_cursors() else {
             return 0;
         };
-        (self.cap - (tail - head)).saturating_sub(frame_size(max_frame))
+        (self.cap - tail.wrapping_sub(head)).saturating_sub(frame_size(max_frame))
     }
 
     /// Whether a message of `len` bytes could be written whole now.
@@ -246,7 +247,7 @@ impl Ring {
         }; // let the write report it
         let sizes = std::iter::repeat_n(frame_size(max_frame), len / max_frame)
             .chain(std::iter::once(frame_size(len % max_frame)));
-        self.plan(tail, sizes) - head <= self.cap
+        self.plan(tail, sizes).wrapping_sub(head) <= self.cap
     }
 
     /// Whether at least one more frame (of up to `max_frame` bytes) fits now.
@@ -254,7 +255,7 @@ impl Ring {
         let Ok((tail, head)) = self.writer_cursors() else {
             return true;
         };
-        self.plan(tail, std::iter::once(frame_size(max_frame))) - head <= self.cap
+        self.plan(tail, std::iter::once(frame_size(max_frame))).wrapping_sub(head) <= self.cap
     }
 
     // ---- reader side -------------------------------------------------------------------------
@@ -288,16 +289,16 @@ impl Ring {
             unsafe { ptr::copy_nonoverlapping(self.data.add(off), raw.as_mut_ptr(), FRAME_HEADER) };
             let header = FrameHeader::from_bytes(&raw);
             if header.kind == kind::WRAP {
-                if tail - cursor < room {
+                if tail.wrapping_sub(cursor) < room {
                     return Err(RingError::Corrupt("wrap marker beyond tail"));
                 }
-                cursor += room;
+                cursor = cursor.wrapping_add(room);
                 continue;
             }
             let size = frame_size(header.len as usize);
             let valid = header.kind <= kind::MAX
                 && size <= room
-                && size <= tail - cursor
+                && size <= tail.wrapping_sub(cursor)
                 && header.len <= header.msg_len.max(header.len)
                 && header.flags & !(flags::FIRST | flags::LAST) == 0
                 && (header.flags & flags::LAST == 0
@@ -308,8 +309,8 @@ impl Ring {
             }
             return Ok(Some(FrameRef {
                 header,
-                payload_pos: cursor + FRAME_HEADER as u64,
-                next: cursor + size,
+                payload_pos: cursor.wrapping_add(FRAME_HEADER as u64),
+                next: cursor.wrapping_add(size),
             }));
         }
         Err(RingError::Corrupt("two wrap markers in a row"))
