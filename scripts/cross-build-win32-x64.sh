@@ -30,6 +30,9 @@ WORK="$CACHE/win32"
 export WINEPREFIX="${CLUSTER_SHM_WINEPREFIX:-$CACHE/wine}"
 export WINEDEBUG=-all
 mkdir -p "$WORK" "$OUT"
+# Wine keeps a wineserver (and its services) running after the last program: stop ours, on
+# failure too.
+trap 'wineserver -k 2>/dev/null || true' EXIT
 
 say "toolchain: mingw-w64, wine, rustup target $TARGET"
 need_apt mingw-w64 wine wine64
@@ -122,5 +125,4 @@ if [ -n "${WIN_AVA:-}" ]; then
   [ $rc -eq 0 ] || die "ava under wine: exit $rc"
 fi
 
-wineserver -k 2>/dev/null || true
 say "win32-x64 ok ($(elapsed))"
