@@ -387,7 +387,7 @@ fn spin_acquire(sem: &Semaphore, deadline: Instant) -> Acquired {
         } else {
             thread::yield_now();
         }
-        if spins % 1024 == 0 && Instant::now() > deadline {
+        if spins.is_multiple_of(1024) && Instant::now() > deadline {
             bad(format!("no permit after {spins} tries"));
         }
     }

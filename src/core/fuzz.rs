@@ -120,7 +120,6 @@ mod tests {
             }
             let tail = hdr.writer.tail.load(std::sync::atomic::Ordering::Relaxed);
             input[0..8].copy_from_slice(&tail.to_le_bytes());
-            drop(ring);
             input[20..].copy_from_slice(&data);
             for (at, byte) in damage {
                 input[at] = byte;

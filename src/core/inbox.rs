@@ -269,8 +269,8 @@ impl RingReader {
                     batch.push_header(from, h.kind, h.len as usize);
                     ring.copy_payload(&frame, &mut batch.bytes);
                 } else {
-                    let mut buf = Vec::new();
-                    buf.reserve((h.msg_len as usize).min(64 << 20));
+                    // msg_len is untrusted: reserve at most 64 MiB up front, grow past that as chunks come.
+                    let mut buf = Vec::with_capacity((h.msg_len as usize).min(64 << 20));
                     ring.copy_payload(&frame, &mut buf);
                     st.assembling = Some(Assembly {
                         kind: h.kind,

@@ -284,7 +284,7 @@ impl Geometry {
         if !c.is_power_of_two() || !(MIN_RING..=MAX_RING).contains(&c) {
             return Err(GeometryError::RingCapacity(c));
         }
-        if self.heap_size % PAGE as u64 != 0 || self.heap_size > MAX_HEAP {
+        if !self.heap_size.is_multiple_of(PAGE as u64) || self.heap_size > MAX_HEAP {
             return Err(GeometryError::HeapSize(self.heap_size));
         }
         self.checked_total_size().map(|_| ()).ok_or(GeometryError::TooLarge)

@@ -788,7 +788,11 @@ mod tests {
     /// by the parent's handle) holds nothing any more and must count as dead.
     #[test]
     fn a_killed_child_not_yet_reaped_is_not_alive() {
-        let mut child = host_child(if cfg!(windows) { "ping -n 30 127.0.0.1" } else { "sleep 30" });
+        let mut child = host_child(if cfg!(windows) {
+            "ping -n 30 127.0.0.1"
+        } else {
+            "sleep 30"
+        });
         let id = ProcessId {
             pid: child.id(),
             start_time: start_time(child.id()).unwrap_or(0),
@@ -802,7 +806,10 @@ mod tests {
         }
         let dead_after = t.elapsed();
         child.wait().unwrap();
-        assert!(dead_after < Duration::from_secs(5), "{id:?} still alive 5 s after it was killed");
+        assert!(
+            dead_after < Duration::from_secs(5),
+            "{id:?} still alive 5 s after it was killed"
+        );
     }
 
     /// A child running a shell command. A shell, not this test binary: under qemu-user without

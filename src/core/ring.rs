@@ -117,7 +117,7 @@ impl Ring {
         let h = self.hdr();
         let tail = h.writer.tail.load(Ordering::Relaxed);
         let head = h.reader.head.load(Ordering::Acquire);
-        if tail.wrapping_sub(head) > self.cap || tail % FRAME_ALIGN != 0 {
+        if tail.wrapping_sub(head) > self.cap || !tail.is_multiple_of(FRAME_ALIGN) {
             // Re-base on the reader's position (aligned up): unread frames, if any, are dropped
             // and the reader, finding its cursor beyond the new tail, resets too. Both sides then
             // agree again; this write reports the corruption once.
@@ -255,7 +255,9 @@ impl Ring {
         let Ok((tail, head)) = self.writer_cursors() else {
             return true;
         };
-        self.plan(tail, std::iter::once(frame_size(max_frame))).wrapping_sub(head) <= self.cap
+        self.plan(tail, std::iter::once(frame_size(max_frame)))
+            .wrapping_sub(head)
+            <= self.cap
     }
 
     // ---- reader side -------------------------------------------------------------------------
@@ -278,7 +280,10 @@ impl Ring {
             if cursor == tail {
                 return Ok(None);
             }
-            if tail.wrapping_sub(cursor) > self.cap || cursor % FRAME_ALIGN != 0 || tail % FRAME_ALIGN != 0 {
+            if tail.wrapping_sub(cursor) > self.cap
+                || !cursor.is_multiple_of(FRAME_ALIGN)
+                || !tail.is_multiple_of(FRAME_ALIGN)
+            {
                 return Err(RingError::Corrupt("reader sees head/tail out of range"));
             }
             let off = (cursor % self.cap) as usize;

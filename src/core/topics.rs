@@ -56,7 +56,7 @@ struct TopicEntry {
 const HEADER: usize = std::mem::size_of::<TopicsHeader>();
 const ENTRY: usize = std::mem::size_of::<TopicEntry>();
 const SLOTS: usize = MAX_TOPICS * 2; // load factor <= 1/2
-const _: () = assert!(SLOTS.is_power_of_two() && ENTRY % 64 == 0);
+const _: () = assert!(SLOTS.is_power_of_two() && ENTRY.is_multiple_of(64));
 
 /// Why a topic was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
