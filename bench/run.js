@@ -6,7 +6,7 @@
 //
 //   npm run bench                 full run (a few minutes), results in bench/results/
 //   npm run bench -- --quick      ~30 s smoke run, results in $TMPDIR/cluster-shm-bench-quick/
-//   options: --only=id,id (rows: see ROWS)  --tests=latency,throughput,bulk,broadcast
+//   options: --only=id,id (rows: see ROWS)  --tests=latency,throughput,bulk,broadcast,topic,rpc,rpc32
 //            --fanout=4,8 (broadcast sizes beyond N=2; empty: none)  --out=DIR  --no-redis
 //            --repeat=K (every case K times, round-robin; the report shows medians)
 //
@@ -28,24 +28,26 @@ const opt = (name) => {
 const quick = flag('quick')
 
 const PARAMS = quick
-  ? { latencyWarmMs: 100, latencyMs: 300, maxRounds: 200_000, streamWarmMs: 100, streamMs: 300, bulkWarmMs: 100, bulkMs: 300, broadcastWarmMs: 50, broadcastMs: 250 }
-  : { latencyWarmMs: 500, latencyMs: 2000, maxRounds: 400_000, streamWarmMs: 300, streamMs: 2000, bulkWarmMs: 300, bulkMs: 2000, broadcastWarmMs: 200, broadcastMs: 1500 }
+  ? { latencyWarmMs: 100, latencyMs: 300, maxRounds: 200_000, streamWarmMs: 100, streamMs: 300, bulkWarmMs: 100, bulkMs: 300, broadcastWarmMs: 50, broadcastMs: 250, topicWarmMs: 50, topicMs: 250, rpcWarmMs: 100, rpcMs: 300 }
+  : { latencyWarmMs: 500, latencyMs: 2000, maxRounds: 400_000, streamWarmMs: 300, streamMs: 2000, bulkWarmMs: 300, bulkMs: 2000, broadcastWarmMs: 200, broadcastMs: 1500, topicWarmMs: 200, topicMs: 1500, rpcWarmMs: 300, rpcMs: 2000 }
 const FANOUT = opt('fanout') !== undefined ? opt('fanout').split(',').filter(Boolean).map(Number) : quick ? [4] : [4, 8]
 const onlyTests = opt('tests')?.split(',')
 const REPEAT = Math.max(1, Number(opt('repeat') ?? 1))
 
 /** The rows of the report: a mechanism with a variant, and the tests that apply to it. */
-const ALL = ['latency', 'throughput', 'bulk', 'broadcast']
+const ALL = ['latency', 'throughput', 'bulk', 'broadcast', 'rpc', 'rpc32'] // rpc last: it takes over the workers' receive handlers
+/** Workers of the topic fan-out case: one publisher, 2 subscribers, the rest not subscribed. */
+const TOPIC_N = 8
 const ROWS = [
-  { id: 'shm-buffer', mech: 'cluster-shm', variant: { payload: 'buffer' }, label: 'cluster-shm (Buffer)', tests: ALL, fanout: true, shm: true },
+  { id: 'shm-buffer', mech: 'cluster-shm', variant: { payload: 'buffer' }, label: 'cluster-shm (Buffer)', tests: ALL, fanout: true, topic: true, shm: true },
   { id: 'shm-string', mech: 'cluster-shm', variant: { payload: 'string' }, label: 'cluster-shm (string)', tests: ['latency', 'throughput', 'broadcast'], fanout: true, shm: true },
   { id: 'shm-value', mech: 'cluster-shm', variant: { payload: 'value' }, label: 'cluster-shm (value)', tests: ['latency', 'throughput'], shm: true },
   { id: 'shm-spin', mech: 'cluster-shm', variant: { payload: 'buffer', spinMicros: 50 }, label: 'cluster-shm (Buffer, spinMicros 50)', tests: ['latency'], shm: true },
   { id: 'shm-poll', mech: 'cluster-shm', variant: { payload: 'buffer', poll: true }, label: 'cluster-shm (Buffer, busy-poll read())', tests: ['latency'], shm: true },
-  { id: 'ps-json', mech: 'process-send', variant: { serialization: 'json' }, label: "process.send (json)", tests: ALL, fanout: true },
-  { id: 'ps-advanced', mech: 'process-send', variant: { serialization: 'advanced' }, label: "process.send (advanced)", tests: ALL, fanout: true },
-  { id: 'unix-socket', mech: 'unix-socket', variant: {}, label: 'Unix socket (direct)', tests: ALL, fanout: true },
-  { id: 'redis', mech: 'redis', variant: {}, label: 'Redis pub/sub (ioredis)', tests: ALL, fanout: true },
+  { id: 'ps-json', mech: 'process-send', variant: { serialization: 'json' }, label: "process.send (json)", tests: ALL, fanout: true, topic: true },
+  { id: 'ps-advanced', mech: 'process-send', variant: { serialization: 'advanced' }, label: "process.send (advanced)", tests: ALL, fanout: true, topic: true },
+  { id: 'unix-socket', mech: 'unix-socket', variant: {}, label: 'Unix socket (direct)', tests: ALL, fanout: true, topic: true },
+  { id: 'redis', mech: 'redis', variant: {}, label: 'Redis pub/sub (ioredis)', tests: ALL, fanout: true, topic: true },
 ]
 
 const only = opt('only')?.split(',')
@@ -127,7 +129,7 @@ function killGroup(child) {
 
 function testBudget(t) {
   const p = PARAMS
-  return { latency: p.latencyWarmMs + p.latencyMs, throughput: p.streamWarmMs + p.streamMs, bulk: p.bulkWarmMs + p.bulkMs, broadcast: p.broadcastWarmMs + p.broadcastMs }[t] + 2000
+  return { latency: p.latencyWarmMs + p.latencyMs, throughput: p.streamWarmMs + p.streamMs, bulk: p.bulkWarmMs + p.bulkMs, broadcast: p.broadcastWarmMs + p.broadcastMs, topic: p.topicWarmMs + p.topicMs, rpc: p.rpcWarmMs + p.rpcMs, rpc32: p.rpcWarmMs + p.rpcMs }[t] + 2000
 }
 
 function fmtCase(row, workers, r) {
@@ -137,6 +139,8 @@ function fmtCase(row, workers, r) {
   if (res.throughput && !res.throughput.error) parts.push(`${Math.round(res.throughput.msgsPerSec).toLocaleString('en')} msgs/s`)
   if (res.bulk && !res.bulk.error) parts.push(`${Math.round(res.bulk.MBps)} MB/s`)
   if (res.broadcast && !res.broadcast.error) parts.push(`bcast N=${workers}: ${Math.round(res.broadcast.msgsPerSec).toLocaleString('en')}/s per receiver`)
+  if (res.topic && !res.topic.error) parts.push(`topic N=${workers}: ${Math.round(res.topic.msgsPerSec).toLocaleString('en')}/s per subscriber, ${res.topic.cpuPerMsgUs.toFixed(2)} µs CPU/delivery`)
+  for (const k of ['rpc', 'rpc32']) if (res[k] && !res[k].error) parts.push(`req/resp c=${res[k].concurrency}: ${Math.round(res[k].msgsPerSec).toLocaleString('en')}/s p50 RTT ${res[k].rttUs.p50.toFixed(1)} µs`)
   const err = r.error ? `  ERROR: ${r.error}` : ''
   return `  ${row.label.padEnd(40)} ${parts.join(' | ')}${err}`
 }
@@ -182,6 +186,9 @@ async function main() {
   }
   if (!onlyTests || onlyTests.includes('broadcast')) {
     for (const n of FANOUT) for (const row of rows) if (row.fanout && !skipped[row.mech]) plan.push([row, n, ['broadcast']])
+  }
+  if (!onlyTests || onlyTests.includes('topic')) {
+    for (const row of rows) if (row.topic && !skipped[row.mech]) plan.push([row, TOPIC_N, ['topic']])
   }
   for (let round = 1; round <= REPEAT; round++) {
     if (REPEAT > 1) console.log(`  -- round ${round} of ${REPEAT}`)

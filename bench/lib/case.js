@@ -124,13 +124,13 @@ function latencyFigures(r, cpu, note) {
   }
 }
 
-/** One stream from worker 0 to `receivers`; `warm` rounds are discarded. */
-async function streamRound(receivers, k, size, durationMs) {
+/** One stream from worker 0 to `receivers` (or published on `topic`, which they subscribed to). */
+async function streamRound(receivers, k, size, durationMs, topic) {
   const limit = durationMs * 6 + 20_000
   const done = receivers.map((r) => waitEvent('recvDone', r, limit))
   await Promise.all(receivers.map((r) => rpc(r, 'armRecv', { kind: k, size })))
   const c0 = await cpuAll()
-  const s = await rpc(0, 'stream', { targets: receivers, kind: k, size, durationMs }, limit)
+  const s = await rpc(0, 'stream', { targets: receivers, kind: k, size, durationMs, topic }, limit)
   const ends = await Promise.all(done)
   const cpu = cpuSpent(c0, await cpuAll())
   for (const e of ends) {
@@ -155,11 +155,54 @@ async function streamRound(receivers, k, size, durationMs) {
   }
 }
 
-async function stream(receivers, k, size, warmMs, ms) {
-  const warm = await streamRound(receivers, k, size, warmMs)
-  const r = await streamRound(receivers, k, size, ms)
+async function stream(receivers, k, size, warmMs, ms, topic) {
+  const warm = await streamRound(receivers, k, size, warmMs, topic)
+  const r = await streamRound(receivers, k, size, ms, topic)
   r.warmup = { messages: warm.messages, msgsPerSec: warm.msgsPerSec }
   return r
+}
+
+/**
+ * Topic fan-out: worker 0 publishes 64-byte messages on a topic that workers 1 and 2 subscribed
+ * to; workers 3..N-1 did not, and must receive nothing. CPU: every process of the case, per
+ * delivered message (messages × 2 subscribers).
+ */
+async function topic() {
+  const TOPIC = 'bench.topic'
+  const subs = [1, 2]
+  const others = workers.map((_, r) => r).filter((r) => r > 2)
+  if (N < 3) throw new Error('the topic test needs at least 3 workers')
+  for (const r of subs) await rpc(r, 'subscribe', { topic: TOPIC })
+  await Promise.all(others.map((r) => rpc(r, 'armCount', { kind })))
+  const res = await stream(subs, kind, 64, P.topicWarmMs, P.topicMs, TOPIC)
+  const strays = await Promise.all(others.map((r) => rpc(r, 'strays')))
+  const got = strays.reduce((a, s) => a + s.count, 0)
+  if (got !== 0) throw new Error(`non-subscribers received ${got} messages`)
+  res.subscribers = subs.length
+  res.nonSubscribers = others.length
+  return res
+}
+
+/** Request/response: worker 0 sends ~64-byte requests to worker 1, which echoes them. */
+async function requests(concurrency) {
+  const limit = (P.rpcWarmMs + P.rpcMs) * 6 + 20_000
+  await rpc(1, 'armResponder', { kind })
+  await rpc(0, 'requests', { peer: 1, kind, concurrency, durationMs: P.rpcWarmMs }, limit)
+  const a0 = (await rpc(1, 'answered')).count
+  const c0 = await cpuAll()
+  const r = await rpc(0, 'requests', { peer: 1, kind, concurrency, durationMs: P.rpcMs }, limit)
+  const cpu = cpuSpent(c0, await cpuAll())
+  const answered = (await rpc(1, 'answered')).count - a0
+  if (answered !== r.requests) throw new Error(`responder answered ${answered} requests, requester got ${r.requests} answers`)
+  return {
+    concurrency,
+    requests: r.requests,
+    seconds: r.seconds,
+    msgsPerSec: r.requests / r.seconds,
+    rttUs: r.rtt,
+    cpuUs: cpu,
+    cpuPerMsgUs: cpu.total / r.requests,
+  }
 }
 
 const tests = {
@@ -174,6 +217,9 @@ const tests = {
       P.broadcastWarmMs,
       P.broadcastMs,
     ),
+  topic,
+  rpc: () => requests(1),
+  rpc32: () => requests(32),
 }
 
 // ---- lifecycle ----

@@ -46,7 +46,7 @@ const median = (xs) => {
 function combine(list) {
   if (list.length === 1) return list[0]
   const out = JSON.parse(JSON.stringify(list[0]))
-  const paths = [['oneWayUs', 'p50'], ['oneWayUs', 'p90'], ['oneWayUs', 'p99'], ['oneWayUs', 'min'], ['oneWayUs', 'mean'], ['cpuPerMsgUs'], ['msgsPerSec'], ['deliveriesPerSec'], ['MBps'], ['seconds']]
+  const paths = [['oneWayUs', 'p50'], ['oneWayUs', 'p90'], ['oneWayUs', 'p99'], ['oneWayUs', 'min'], ['oneWayUs', 'mean'], ['cpuPerMsgUs'], ['msgsPerSec'], ['deliveriesPerSec'], ['MBps'], ['seconds'], ['rttUs', 'p50'], ['rttUs', 'p99']]
   for (const p of paths) {
     const vals = list.map((v) => p.reduce((o, k) => o?.[k], v)).filter((x) => typeof x === 'number')
     if (vals.length !== list.length) continue
@@ -69,6 +69,14 @@ const get = {
   bulkCpu: (x) => x.bulk?.cpuPerMsgUs,
   bc: (n) => (x) => x.broadcast[n]?.msgsPerSec,
   bcCpu: (n) => (x) => x.broadcast[n]?.cpuPerMsgUs,
+  topic: (x) => x.topic?.msgsPerSec,
+  topicCpu: (x) => x.topic?.cpuPerMsgUs,
+  rpc: (x) => x.rpc?.msgsPerSec,
+  rpcP50: (x) => x.rpc?.rttUs.p50,
+  rpcCpu: (x) => x.rpc?.cpuPerMsgUs,
+  rpc32: (x) => x.rpc32?.msgsPerSec,
+  rpc32P50: (x) => x.rpc32?.rttUs.p50,
+  rpc32Cpu: (x) => x.rpc32?.cpuPerMsgUs,
 }
 
 // ---- formatting ----
@@ -124,13 +132,43 @@ function markdown(meta, rows, f, native) {
   out.push(
     table(
       ['mechanism', 'latency p50 µs', 'p99 µs', '64 B msgs/s', 'CPU µs/msg', '1 MiB MB/s', ...N.map((n) => `bcast N=${n} msgs/s`), `CPU µs/delivery N=${N[N.length - 1] ?? 2}`, 'ping-pong CPU µs/msg'],
-      ids.map((id) => {
+      ids.filter((id) => ['latency', 'throughput', 'bulk'].some((t) => f[id][t]) || Object.keys(f[id].broadcast).length || f[id].errors.length).map((id) => {
         const x = f[id]
         const last = N[N.length - 1]
         return [x.label + (x.errors.length ? ' ⚠' : ''), us(get.p50(x)), us(get.p99(x)), rate(get.rate(x)), us(get.cpu(x)), mb(get.mbps(x)), ...N.map((n) => rate(get.bc(n)(x))), us(last && get.bcCpu(last)(x)), us(get.latCpu(x))]
       }),
     ),
   )
+
+  const tr = ids.filter((id) => f[id].topic || f[id].rpc || f[id].rpc32)
+  if (tr.length) {
+    out.push('\n#### Topic fan-out and request/response\n')
+    const tn = tr.map((id) => f[id].topic).find(Boolean)
+    out.push(`Topic: one worker publishes 64-byte messages on a topic that 2 of the ${tn ? tn.subscribers + tn.nonSubscribers + 1 : 8} workers subscribed to (the others did not, and must receive nothing); messages/s each subscriber got, and CPU of every process of the case (primary, all workers, redis-server) per delivered message. Request/response: worker 0 sends ~64-byte requests to worker 1, which echoes them; requests/s and round-trip time, with 1 and with 32 requests in flight; CPU of every process per request.\n`)
+    out.push(
+      table(
+        ['mechanism', 'topic msgs/s per subscriber', 'topic CPU µs/delivery', 'req/s (1 in flight)', 'RTT p50 µs', 'CPU µs/req', 'req/s (32 in flight)', 'RTT p50 µs (32)', 'CPU µs/req (32)'],
+        tr.map((id) => {
+          const x = f[id]
+          return [x.label + (x.errors.length ? ' ⚠' : ''), rate(get.topic(x)), us(get.topicCpu(x)), rate(get.rpc(x)), us(get.rpcP50(x)), us(get.rpcCpu(x)), rate(get.rpc32(x)), us(get.rpc32P50(x)), us(get.rpc32Cpu(x))]
+        }),
+      ),
+    )
+    const s0 = f['shm-buffer']
+    const peersTr = PEERS.filter((id) => f[id] && tr.includes(id))
+    if (s0 && peersTr.length) {
+      out.push('\ncluster-shm (Buffer) against each peer (above 1× cluster-shm wins):\n')
+      out.push(
+        table(
+          ['', 'topic msgs/s', 'topic CPU/delivery', 'req/s (1)', 'RTT p50 (1)', 'req/s (32)'],
+          peersTr.map((p) => {
+            const b = f[p]
+            return [`vs ${b.label}`, ratio(get.topic(s0) / get.topic(b)), ratio(get.topicCpu(b) / get.topicCpu(s0)), ratio(get.rpc(s0) / get.rpc(b)), ratio(get.rpcP50(b) / get.rpcP50(s0)), ratio(get.rpc32(s0) / get.rpc32(b))]
+          }),
+        ),
+      )
+    }
+  }
 
   const shms = ['shm-buffer', 'shm-string'].filter((id) => f[id])
   const peers = PEERS.filter((id) => f[id])
@@ -266,6 +304,8 @@ function svg(meta, rows, f) {
   panels.push({ title: '1 MiB Buffers, MB/s end to end — longer is better', fmt: mb, items: ids.map((id) => [id, get.mbps(f[id])]) })
   for (const n of N) panels.push({ title: `Broadcast to ${n - 1} receiver${n > 2 ? 's' : ''} (N=${n}), messages/s per receiver — longer is better`, fmt: rate, items: ids.map((id) => [id, get.bc(n)(f[id])]) })
   panels.push({ title: 'CPU time per 64-byte message (µs, all processes) — shorter is better', fmt: us, items: ids.map((id) => [id, get.cpu(f[id])]) })
+  panels.push({ title: 'Topic with 2 subscribers among 8 workers, messages/s per subscriber — longer is better', fmt: rate, items: ids.map((id) => [id, get.topic(f[id])]) })
+  panels.push({ title: 'Request/response, 1 in flight: round trip p50 (µs) — shorter is better', fmt: us, items: ids.map((id) => [id, get.rpcP50(f[id])]) })
   let y = 76
   const parts = []
   for (const p of panels) {

@@ -9,6 +9,9 @@ const spec = JSON.parse(process.env.BENCH_SPEC)
 const rank = Number(process.env.BENCH_RANK)
 const mech = require(`../mechanisms/${spec.mech}`)
 let t = null
+let strays = 0
+let answered = 0
+let responding = false
 
 process.on('message', (msg) => {
   if (msg.rpc === undefined) {
@@ -95,9 +98,54 @@ const commands = {
       process.send({ evt: 'recvDone', rank, count: s.count, expected, bytes: s.bytes, error: s.error, tFirst: first, tEnd })
     }, kind)
   },
-  async stream({ targets, kind, size, durationMs }) {
+  // ---- topic fan-out ----
+  async subscribe({ topic }) {
+    await t.subscribe(topic)
+  },
+  /** A process that did not subscribe: counts whatever reaches it (must stay 0). */
+  armCount({ kind }) {
+    strays = 0
+    t.listen(() => strays++, kind)
+  },
+  strays() {
+    return { count: strays }
+  },
+
+  // ---- request/response ----
+  armResponder() {
+    if (responding) return
+    responding = true
+    t.respond((d) => (answered++, d)) // echo
+  },
+  answered() {
+    return { count: answered }
+  },
+  /** `concurrency` loops, each sends a request and awaits its answer, until `durationMs`. */
+  async requests({ peer, kind, concurrency, durationMs }) {
+    const src = source(kind, 64)
+    const rtts = []
+    let bad = null
+    const end = now() + durationMs * 1e3
+    const loop = async () => {
+      while (now() < end) {
+        const m = src.next()
+        const t0 = now()
+        const a = await t.request(peer, m)
+        rtts.push(now() - t0)
+        if (a.length !== m.length) bad ??= `answer of ${a.length} bytes to a request of ${m.length}`
+        else if (kind === 'buffer' && a.readUInt32LE(0) !== m.readUInt32LE(0)) bad ??= `answer carries sequence ${a.readUInt32LE(0)}, request ${m.readUInt32LE(0)}`
+      }
+    }
+    const t0 = now()
+    await Promise.all(Array.from({ length: concurrency }, loop))
+    const t1 = now()
+    if (bad) throw new Error(bad)
+    return { requests: rtts.length, seconds: (t1 - t0) / 1e6, rtt: summarize(rtts) }
+  },
+
+  async stream({ targets, kind, size, durationMs, topic }) {
     const src = source(kind, size)
-    const single = targets.length === 1 ? targets[0] : -1
+    const single = targets.length === 1 && topic === undefined ? targets[0] : -1
     const every = size >= 65536 ? 1 : 64
     const t0 = now()
     const end = t0 + durationMs * 1e3
@@ -105,14 +153,14 @@ const commands = {
     for (;;) {
       for (let i = 0; i < every; i++) {
         const m = src.next()
-        const r = single >= 0 ? t.send(single, m) : t.broadcast(targets, m)
+        const r = topic !== undefined ? t.publish(topic, m, targets) : single >= 0 ? t.send(single, m) : t.broadcast(targets, m)
         if (r !== true) await r
       }
       sent += every
       if (now() >= end) break
     }
     const m = src.marker(sent)
-    const r = single >= 0 ? t.send(single, m) : t.broadcast(targets, m)
+    const r = topic !== undefined ? t.publish(topic, m, targets) : single >= 0 ? t.send(single, m) : t.broadcast(targets, m)
     if (r !== true) await r
     await t.drain()
     const t1 = now()

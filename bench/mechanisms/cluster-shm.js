@@ -7,6 +7,9 @@
 //   broadcast: the same write/send per target, over the other workers (bus.broadcast() would
 //              also deliver to the primary, which is not a receiver in this benchmark).
 //   receive:   bus.subscribe(({ data }) => ...): the delivery thread wakes JS once per batch.
+//   topics:    bus.subscribe(topic, cb) in the subscribers, bus.publish(topic, data) (a promise,
+//              at most 1024 in flight) in the publisher. Request/response: bus.respond(handler)
+//              and bus.request(to, data).
 // Variants: payload kind (buffer, string, value), spinMicros (the opt-in spinning receiver), and
 // `poll`: both sides busy-poll bus.read() on the JS thread (latency only; no wake-up at all).
 
@@ -32,6 +35,7 @@ async function open({ rank, variant }) {
   const bus = lib().workerInit({ index: rank, spinMicros: variant.spinMicros ?? 0 })
   const max = bus.maxWrite
   const bulk = new Window(4)
+  const pubs = new Window(1024)
   let handler = null
   let sub = null
   let slow = 0 // write() refused: ring full, fell back to send()
@@ -70,7 +74,30 @@ async function open({ rank, variant }) {
       }
       return wait === null ? true : Promise.all(wait)
     },
-    drain: () => bulk.drain(),
+    // ---- topics: bus.subscribe(topic, cb) / bus.publish(topic, data), at most 1024 publishes in
+    // flight; each must report that it reached `subscribers.length` processes.
+    async subscribe(topic) {
+      bus.subscribe(topic, (msg) => handler(msg.data))
+    },
+    publish(topic, data, subscribers) {
+      const want = subscribers.length
+      return pubs.track(
+        bus.publish(topic, data).then((n) => {
+          if (n !== want) throw new Error(`publish reached ${n} processes, expected ${want}`)
+        }),
+      )
+    },
+    // ---- request/response: bus.respond(handler) / bus.request(to, data) ----
+    respond(fn) {
+      bus.respond((data) => fn(data))
+    },
+    request(to, data) {
+      return bus.request(to, data, { timeout: 5000 })
+    },
+    drain: async () => {
+      await bulk.drain()
+      await pubs.drain()
+    },
     stats() {
       const s = { fullRing: slow }
       slow = 0

@@ -36,6 +36,8 @@ async function open({ rank, workers }) {
   const onString = (_ch, m) => handler(m)
   const onBuffer = (_ch, m) => handler(m)
   let mode = null
+  let waiting = null // request id -> resolve (requester side)
+  let nextId = 1
   const small = new Window(1024)
   const bulk = new Window(8)
   return {
@@ -56,6 +58,47 @@ async function open({ rank, workers }) {
     },
     broadcast(_targets, data) {
       return (data.length > 4096 ? bulk : small).track(pub.publish(bc, data))
+    },
+    // Topics: PUBLISH to a channel that only the subscribers SUBSCRIBE to; PUBLISH answers how
+    // many clients got it, which must be the number of subscribers.
+    async subscribe(topic) {
+      await sub.subscribe(`${prefix}:topic:${topic}`)
+    },
+    publish(topic, data, subscribers) {
+      const want = subscribers.length
+      return small.track(
+        pub.publish(`${prefix}:topic:${topic}`, data).then((n) => {
+          if (n !== want) throw new Error(`PUBLISH reached ${n} subscribers, expected ${want}`)
+        }),
+      )
+    },
+    // Request/response: the request is published on the responder's channel as
+    // 'Q<from>:<id>:<data>', the answer on the requester's channel as 'A<id>:<data>'.
+    respond(fn) {
+      this.listen((m) => {
+        if (m[0] !== 'Q') throw new Error(`expected a request, got ${m.slice(0, 16)}`)
+        const a = m.indexOf(':')
+        const b = m.indexOf(':', a + 1)
+        pub.publish(channel(Number(m.slice(1, a))), `A${m.slice(a + 1, b)}:${fn(m.slice(b + 1))}`).catch(() => {})
+      }, 'string')
+    },
+    request(to, data) {
+      if (waiting === null) {
+        waiting = new Map()
+        this.listen((m) => {
+          const a = m.indexOf(':')
+          const id = Number(m.slice(1, a))
+          const w = waiting.get(id)
+          if (m[0] !== 'A' || w === undefined) throw new Error(`unexpected answer ${m.slice(0, 16)}`)
+          waiting.delete(id)
+          w(m.slice(a + 1))
+        }, 'string')
+      }
+      const id = nextId++
+      return new Promise((resolve, reject) => {
+        waiting.set(id, resolve)
+        pub.publish(channel(to), `Q${rank}:${id}:${data}`).catch(reject)
+      })
     },
     async drain() {
       await small.drain()

@@ -122,6 +122,8 @@ async function open({ rank }) {
   const writers = new Map()
   const accepted = new Set()
   let handler = null
+  let waiting = null // request id -> resolve (requester side)
+  let nextId = 1
   const onFrame = (frame) => handler(frame)
   const server = net.createServer((socket) => {
     accepted.add(socket)
@@ -162,6 +164,49 @@ async function open({ rank }) {
         if (r !== true) (wait ??= []).push(r)
       }
       return wait === null ? true : Promise.all(wait)
+    },
+    // Topics: no broker; the publisher knows the subscribers and writes only to their sockets.
+    async subscribe() {},
+    publish(_topic, data, subscribers) {
+      return this.broadcast(subscribers, data)
+    },
+    // Request/response: frames whose payload is [u8 1 = request | 2 = answer][u8 from][u32 LE id]
+    // then the data; the answer goes back on the responder's own connection to the requester.
+    respond(fn) {
+      handler = (frame) => {
+        if (frame[0] !== 1) throw new Error(`expected a request frame, got type ${frame[0]}`)
+        const answer = fn(frame.subarray(6))
+        const out = Buffer.allocUnsafe(6 + answer.length)
+        out[0] = 2
+        out[1] = rank
+        out.writeUInt32LE(frame.readUInt32LE(2), 2)
+        answer.copy(out, 6)
+        const r = writers.get(frame[1]).write(out)
+        if (r !== true) r.then(null, () => {})
+      }
+    },
+    request(to, data) {
+      if (waiting === null) {
+        waiting = new Map()
+        handler = (frame) => {
+          const id = frame.readUInt32LE(2)
+          const w = waiting.get(id)
+          if (frame[0] !== 2 || w === undefined) throw new Error(`unexpected frame type ${frame[0]} id ${id}`)
+          waiting.delete(id)
+          w(frame.subarray(6))
+        }
+      }
+      const id = nextId++
+      const out = Buffer.allocUnsafe(6 + data.length)
+      out[0] = 1
+      out[1] = rank
+      out.writeUInt32LE(id, 2)
+      data.copy(out, 6)
+      return new Promise((resolve) => {
+        waiting.set(id, resolve)
+        const r = writers.get(to).write(out)
+        if (r !== true) r.then(null, () => {})
+      })
     },
     async drain() {
       for (const w of writers.values()) w.flush()
