@@ -27,8 +27,8 @@ function result(t, r) {
 // Real cluster workers
 
 test.serial('4 workers x 50k increments: a get/set counter under bus.lock and a map.increment counter both end at exactly 200k', async (t) => {
-  t.timeout(50_000)
-  const r = await runCluster('sync-count.js', [50_000], { timeout: 45_000, t })
+  t.timeout(170_000)
+  const r = await runCluster('sync-count.js', [50_000], { timeout: 160_000, t })
   assertCleanExit(t, r)
   noErrors(t, r)
   const res = result(t, r)
