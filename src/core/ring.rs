@@ -89,16 +89,6 @@ impl Ring {
         self.cap
     }
 
-    /// Bytes published and not yet consumed (for stats; unvalidated values are clamped).
-    pub fn used(&self) -> u64 {
-        let h = self.hdr();
-        h.writer
-            .tail
-            .load(Ordering::Acquire)
-            .wrapping_sub(h.reader.head.load(Ordering::Acquire))
-            .min(self.cap)
-    }
-
     // ---- writer side -------------------------------------------------------------------------
 
     /// Where the frames of `sizes` would end if written from `tail`, wrap padding included.
