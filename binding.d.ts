@@ -80,11 +80,14 @@ export declare class NativeBus {
    */
   poll(max: number): Array<Buffer> | null
   /**
-   * Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
-   * with one Buffer of records per drained batch. `spinMicros` > 0 spins that long before
-   * sleeping (lower latency, one core busy meanwhile).
+   * Starts delivery: `callback` gets one Buffer of records per drained batch, from the event
+   * loop where it can poll the loop bell (Linux), else from a delivery thread sleeping on the
+   * futex. `spinMicros` > 0 spins that long before sleeping (lower latency, one core busy
+   * meanwhile).
    */
   start(callback: (batch: Buffer[]) => void, spinMicros: number): void
+  /** How messages are being delivered: "event-loop", "thread", or null (no subscription). */
+  get delivery(): string | null
   /** Stops the delivery thread (messages stay in the rings for `read` or a later `start`). */
   stop(): void
   /** Detaches (the primary also unlinks the segment and tells the workers). Idempotent. */

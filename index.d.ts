@@ -136,6 +136,12 @@ export declare class Bus extends EventEmitter {
   readonly closed: boolean
   /** Messages of this process waiting for room in a receiver's ring. */
   readonly queued: number
+  /**
+   * How incoming messages reach this process now: `'event-loop'` (the event loop is woken
+   * directly; Linux), `'thread'` (a delivery thread hands them over; other platforms, or
+   * `CLUSTER_SHM_DELIVERY=thread`), or `null` while nothing is subscribed.
+   */
+  readonly delivery: 'event-loop' | 'thread' | null
 
   /** Writes one whole message now, or nothing (false: the receiver's ring is full, or send()s to it are queued). */
   write(to: Address, data: Payload): boolean

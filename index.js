@@ -246,6 +246,13 @@ class Bus extends EventEmitter {
     return this.#closed
   }
   /** Messages of this process still waiting for room in a receiver's ring. */
+  /**
+   * How incoming messages reach this process now: 'event-loop' (its event loop is woken
+   * directly; Linux), 'thread' (a delivery thread hands them over), or null (nothing subscribed).
+   */
+  get delivery() {
+    return this.#closed ? null : this.#native.delivery
+  }
   get queued() {
     return this.#native.queued
   }

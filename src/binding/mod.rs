@@ -13,6 +13,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
+#[cfg(target_os = "linux")]
+mod event_loop;
+
 use crate::core::endpoint::ring_bell_always;
 use crate::core::kind;
 use crate::core::layout::Geometry;
@@ -172,9 +175,12 @@ fn batch_buffers(batch: Batch) -> Vec<Buffer> {
         .collect()
 }
 
-struct Delivery {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+enum Delivery {
+    /// Linux: the event loop polls the endpoint's loop bell (one wake-up per idle period).
+    #[cfg(target_os = "linux")]
+    EventLoop(event_loop::LoopDelivery),
+    /// Elsewhere: a thread sleeps on the futex and hands batches over by ThreadsafeFunction.
+    Thread { stop: Arc<AtomicBool>, thread: JoinHandle<()> },
 }
 
 struct Inner {
@@ -262,13 +268,28 @@ impl Inner {
         Ok((batch.records > 0).then(|| batch_buffers(batch)))
     }
 
-    fn start(self: &Arc<Self>, callback: Function<Vec<Buffer>, Unknown<'static>>, spin: Duration) -> CodedResult<()> {
+    fn start(
+        self: &Arc<Self>,
+        env: &Env,
+        callback: Function<Vec<Buffer>, Unknown<'static>>,
+        spin: Duration,
+    ) -> CodedResult<()> {
         self.open()?;
         let mut slot = lock(&self.delivery);
         if slot.is_some() {
             return Ok(());
         }
         self.commit_polled();
+        #[cfg(not(target_os = "linux"))]
+        let _ = env; // the delivery thread needs no env
+        #[cfg(target_os = "linux")]
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            // (Batches of an earlier thread subscription still on their way would be overtaken.)
+            if let Some(d) = event_loop::start(env.raw(), self, callback.value().value, spin) {
+                *slot = Some(Delivery::EventLoop(d));
+                return Ok(());
+            }
+        }
         let tsfn: DeliverFn = callback
             .build_threadsafe_function::<Batch>()
             .callee_handled::<false>()
@@ -308,15 +329,21 @@ impl Inner {
                 });
             })
             .map_err(|e| coded("ERR_INTERNAL", e))?;
-        *slot = Some(Delivery { stop, thread });
+        *slot = Some(Delivery::Thread { stop, thread });
         Ok(())
     }
 
     fn stop_delivery(&self) {
-        if let Some(d) = lock(&self.delivery).take() {
-            d.stop.store(true, Ordering::Release);
-            ring_bell_always(self.ep.data_bell());
-            let _ = d.thread.join();
+        let taken = lock(&self.delivery).take();
+        match taken {
+            Some(Delivery::Thread { stop, thread }) => {
+                stop.store(true, Ordering::Release);
+                ring_bell_always(self.ep.data_bell());
+                let _ = thread.join();
+            }
+            #[cfg(target_os = "linux")]
+            Some(Delivery::EventLoop(d)) => d.stop(),
+            None => {}
         }
     }
 
@@ -701,15 +728,27 @@ impl NativeBus {
         js(env, self.inner.poll(max))
     }
 
-    /// Starts the delivery thread: it sleeps on this endpoint's doorbell and calls `callback`
-    /// with one Buffer of records per drained batch. `spinMicros` > 0 spins that long before
-    /// sleeping (lower latency, one core busy meanwhile).
+    /// Starts delivery: `callback` gets one Buffer of records per drained batch, from the event
+    /// loop where it can poll the loop bell (Linux), else from a delivery thread sleeping on the
+    /// futex. `spinMicros` > 0 spins that long before sleeping (lower latency, one core busy
+    /// meanwhile).
     #[napi(ts_args_type = "callback: (batch: Buffer[]) => void, spinMicros: number")]
     pub fn start(&self, env: &Env, callback: Function<Vec<Buffer>, Unknown<'static>>, spin_micros: u32) -> Result<()> {
         js(
             env,
-            self.inner.start(callback, Duration::from_micros(spin_micros as u64)),
+            self.inner.start(env, callback, Duration::from_micros(spin_micros as u64)),
         )
+    }
+
+    /// How messages are being delivered: "event-loop", "thread", or null (no subscription).
+    #[napi(getter)]
+    pub fn delivery(&self) -> Option<&'static str> {
+        match &*lock(&self.inner.delivery) {
+            #[cfg(target_os = "linux")]
+            Some(Delivery::EventLoop(_)) => Some("event-loop"),
+            Some(Delivery::Thread { .. }) => Some("thread"),
+            None => None,
+        }
     }
 
     /// Stops the delivery thread (messages stay in the rings for `read` or a later `start`).

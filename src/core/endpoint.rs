@@ -14,6 +14,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use super::layout::{Bell, EndpointSlot, Geometry, GeometryError, RingHeader, SegmentHeader, LAYOUT_VERSION, MAGIC};
+use super::loop_bell::{self, bell_state};
 use super::platform::{self, ProcessId};
 use super::ring::Ring;
 use super::segment::{self, CreateError, OpenError, Segment};
@@ -266,11 +267,36 @@ impl Shared {
         freed
     }
 
-    /// Bumps the registry epoch and wakes every endpoint's delivery thread.
+    /// Bumps the registry epoch and wakes every endpoint (delivery thread or event loop).
     pub fn registry_changed(&self) {
         self.header().registry_epoch.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.geo.endpoints {
-            ring_bell_always(&self.slot(i).data_bell);
+            let bell = &self.slot(i).data_bell;
+            ring_bell_always(bell);
+            if bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel) == bell_state::EVENT_LOOP {
+                loop_bell::ring(self.name(), i);
+            }
+        }
+    }
+
+    /// Wakes endpoint `index` if it announced that it sleeps, the way it sleeps. Any other value
+    /// of the shared `sleeping` word (damage) gets both wake-ups.
+    pub fn wake_endpoint(&self, index: u32) {
+        let bell = &self.slot(index).data_bell;
+        fence(Ordering::SeqCst);
+        if bell.sleeping.load(Ordering::Relaxed) == bell_state::AWAKE {
+            return;
+        }
+        let was = bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel);
+        if was == bell_state::AWAKE {
+            return;
+        }
+        if was != bell_state::EVENT_LOOP {
+            bell.seq.fetch_add(1, Ordering::Release);
+            platform::wake(&bell.seq);
+        }
+        if was != bell_state::THREAD {
+            loop_bell::ring(self.name(), index);
         }
     }
 
@@ -433,12 +459,7 @@ impl Endpoint {
 
     /// Tells `to` that a frame was published for it: a system call only if it sleeps.
     pub fn notify(&self, to: u32) {
-        let bell = &self.shared.slot(to).data_bell;
-        fence(Ordering::SeqCst);
-        if bell.sleeping.load(Ordering::Relaxed) != 0 && bell.sleeping.swap(0, Ordering::AcqRel) != 0 {
-            bell.seq.fetch_add(1, Ordering::Release);
-            platform::wake(&bell.seq);
-        }
+        self.shared.wake_endpoint(to);
     }
 
     /// Releases ring positions after delivery; rings the space bells of writers that wait.

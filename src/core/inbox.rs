@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
 use super::layout::flags;
+use super::loop_bell::bell_state;
 use super::platform;
 use super::ring::Ring;
 
@@ -149,6 +150,7 @@ pub struct Inbox {
     epoch: u32,
     closed_reported: bool,
     start: usize,
+    checked_primary: Instant,
 }
 
 impl Inbox {
@@ -170,6 +172,7 @@ impl Inbox {
             epoch: ep.shared().header().registry_epoch.load(Ordering::Acquire),
             closed_reported: false,
             start: 0,
+            checked_primary: Instant::now(),
         }
     }
 
@@ -341,22 +344,43 @@ impl Inbox {
         }
     }
 
+    /// A primary killed outright cannot say so: checks that it lives, at most once a second, and
+    /// reports `CLOSED` (1) in `batch` once if it does not.
+    pub fn check_primary(&mut self, ep: &Endpoint, batch: &mut Batch) {
+        if !self.closed_reported && self.checked_primary.elapsed() >= Duration::from_secs(1) {
+            self.checked_primary = Instant::now();
+            if !ep.shared().primary_alive() {
+                self.closed_reported = true;
+                batch.push_event(ep.index(), event::CLOSED, Some(1));
+            }
+        }
+    }
+
+    /// Eventcount, first half, for a receiver that sleeps the way `how` says
+    /// ([`bell_state::THREAD`] or [`bell_state::EVENT_LOOP`]): announces the sleep and re-checks.
+    /// Returns the bell sequence to sleep on, or `None` (announcement withdrawn) when work came
+    /// in meanwhile. A sender publishes, then checks `sleeping` (both SeqCst), so one of the two
+    /// always sees the other.
+    pub fn announce_sleep(&self, ep: &Endpoint, how: u32) -> Option<u32> {
+        let bell = ep.data_bell();
+        let seq = bell.seq.load(Ordering::Acquire);
+        bell.sleeping.store(how, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.has_work(ep) {
+            bell.sleeping.store(bell_state::AWAKE, Ordering::Relaxed);
+            return None;
+        }
+        Some(seq)
+    }
+
     /// Delivery loop for a dedicated thread: drain, hand each non-empty batch to `deliver`, and
     /// sleep on the doorbell when idle (spinning first for `spin`, if non-zero). Returns when
     /// `stop` is set; whoever sets it rings the data bell. Every sleep is bounded (1 s).
     pub fn run(&mut self, ep: &Endpoint, stop: &AtomicBool, spin: Duration, mut deliver: impl FnMut(Batch)) {
         let bell = ep.data_bell();
-        let mut checked_primary = Instant::now();
         while !stop.load(Ordering::Acquire) {
             let mut batch = Batch::default();
-            // A primary killed outright cannot say so: check that it lives, at most once a second.
-            if !self.closed_reported && checked_primary.elapsed() >= Duration::from_secs(1) {
-                checked_primary = Instant::now();
-                if !ep.shared().primary_alive() {
-                    self.closed_reported = true;
-                    batch.push_event(ep.index(), event::CLOSED, Some(1));
-                }
-            }
+            self.check_primary(ep, &mut batch);
             self.drain(ep, &mut batch, Budget::BATCH);
             if !batch.is_empty() {
                 deliver(batch);
@@ -371,18 +395,13 @@ impl Inbox {
                     continue;
                 }
             }
-            // Eventcount: read the sequence, announce sleep, re-check, then sleep only if the
-            // sequence is unchanged. A sender publishes, then checks `sleeping` (both SeqCst), so
-            // one of the two always sees the other.
-            let seq = bell.seq.load(Ordering::Acquire);
-            bell.sleeping.store(1, Ordering::SeqCst);
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if self.has_work(ep) || stop.load(Ordering::Acquire) {
-                bell.sleeping.store(0, Ordering::Relaxed);
+            let Some(seq) = self.announce_sleep(ep, bell_state::THREAD) else {
                 continue;
+            };
+            if !stop.load(Ordering::Acquire) {
+                platform::wait(&bell.seq, seq, Duration::from_secs(1));
             }
-            platform::wait(&bell.seq, seq, Duration::from_secs(1));
-            bell.sleeping.store(0, Ordering::Relaxed);
+            bell.sleeping.store(bell_state::AWAKE, Ordering::Relaxed);
         }
     }
 }

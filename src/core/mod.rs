@@ -25,7 +25,7 @@
 //! Modules, bottom-up: [`platform`] (futex wait/wake, process identity), [`segment`] (the named
 //! mapping), [`layout`] (every byte of the segment), [`ring`] (one SPSC ring of frames),
 //! [`endpoint`] (the registry of who holds which index), [`outbox`] and [`inbox`] (sending and
-//! receiving for one endpoint), [`objects`] (named objects in the shared heap: [`semaphore`],
+//! receiving for one endpoint), [`loop_bell`] (waking a receiver's event loop in one hop), [`objects`] (named objects in the shared heap: [`semaphore`],
 //! [`map`], regions).
 
 pub mod endpoint;
@@ -33,6 +33,7 @@ pub mod endpoint;
 pub mod fuzz;
 pub mod inbox;
 pub mod layout;
+pub mod loop_bell;
 pub mod map;
 pub mod objects;
 pub mod outbox;
