@@ -108,7 +108,7 @@ function checkRequestOptions(options) {
 const HANDLES_REQUESTS = 1 // src/core/layout.rs
 
 function isUint8(data) {
-  return data instanceof Uint8Array && (data.constructor === Uint8Array || Buffer.isBuffer(data))
+  return Buffer.isBuffer(data) || (data instanceof Uint8Array && data.constructor === Uint8Array)
 }
 
 /** Returns [kind, payload]: a string stays a string (written without a Buffer in between). */
@@ -181,6 +181,7 @@ class Bus extends EventEmitter {
   #nextRequest = 0
   #completions = new Map() // id of a queued send or acquire -> resolve(result)
   #staged = [] // per target: small writes waiting for one native call (see #stage)
+  #stagedMax = STAGED_MAX // largest payload staged: at most one ring frame (tiny rings have smaller ones)
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
@@ -196,6 +197,7 @@ class Bus extends EventEmitter {
     this.#self = nativeBus.index
     this.#generation = nativeBus.generation
     this.#spin = spinMicros
+    this.#stagedMax = Math.min(STAGED_MAX, nativeBus.ringSize / 4 - 16) // Geometry::max_frame_payload
     nativeBus.setCompletionHandler((id, result) => {
       const resolve = this.#completions.get(id)
       this.#completions.delete(id)
@@ -286,8 +288,8 @@ class Bus extends EventEmitter {
     const t = this.#target(to)
     const [kind, payload] = encode(data)
     if (t === -2) return this.#loop(kind, payload), true
-    const len = typeof payload === 'string' ? (payload.length <= STAGED_MAX / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
-    if (len <= STAGED_MAX) return this.#stage(t, kind, payload, len)
+    const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
+    if (len <= this.#stagedMax) return this.#stage(t, kind, payload, len)
     this.#flush(t)
     return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
   }
@@ -301,9 +303,9 @@ class Bus extends EventEmitter {
    */
   #stage(t, kind, payload, len) {
     let st = this.#staged[t]
-    if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, credit: 0, scheduled: false }
+    if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, count: 0, credit: 0, scheduled: false }
     if (this.#queuedTo[t] > 0) return false // queued send()s to t go first
-    let bytes = len >= 0 ? len : STAGED_MAX // worst case for a short string, exact below
+    let bytes = len >= 0 ? len : this.#stagedMax // worst case for a short string, exact below
     if (st.credit < ringBytes(bytes) || st.used + 8 + bytes > STAGE_BYTES) {
       this.#flush(t)
       st.credit = this.#native.credit(t)
@@ -318,6 +320,7 @@ class Bus extends EventEmitter {
     st.buf[st.used] = kind
     st.buf.writeUInt32LE(bytes, st.used + 4)
     st.used = at + bytes
+    st.count++
     st.credit -= ringBytes(bytes)
     if (!st.scheduled) {
       st.scheduled = true
@@ -346,9 +349,12 @@ class Bus extends EventEmitter {
     if (this.#dirty.size === 0) stagingBuses.delete(this)
     if (st.used === 0 || this.#closed) return
     const records = st.buf.subarray(0, st.used)
+    const count = st.count
     st.used = 0
+    st.count = 0
     const [accepted, credit] = this.#native.writeStaged(t, records)
     st.credit = credit
+    if (accepted === count) return
     // The credit makes a shortfall impossible unless the ring was found corrupt; queue the rest
     // rather than drop what write() accepted.
     let at = 0
@@ -664,9 +670,10 @@ class Bus extends EventEmitter {
   #handle(buffers) {
     const records = buffers[0]
     const at = this.#polledAt
-    const from = records.readUInt16LE(at)
+    // The header by hand: readUInt16LE/readUInt32LE cost a call and bounds checks per message.
+    const from = records[at] | (records[at + 1] << 8)
     const kind = records[at + 2]
-    const len = records.readUInt32LE(at + 4)
+    const len = (records[at + 4] | (records[at + 5] << 8) | (records[at + 6] << 16)) + records[at + 7] * 0x1000000
     this.#polledAt = at + RECORD_HEADER + len
     let batch = records
     let start = at + RECORD_HEADER
@@ -683,7 +690,7 @@ class Bus extends EventEmitter {
   }
 
   #message(msg) {
-    if (this.listenerCount('message') > 0 && this.#queue.length === 0) this.emit('message', msg)
+    if (this.#queue.length === 0 && this.listenerCount('message') > 0) this.emit('message', msg)
     else this.#queue.push(msg)
   }
 

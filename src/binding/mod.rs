@@ -518,18 +518,22 @@ impl NativeBus {
     #[napi]
     pub fn write_staged(&self, env: &Env, to: u32, records: &[u8]) -> Result<Vec<u32>> {
         let r = self.inner.open().and_then(|inner| {
+            // Records: kind (u8), 3 unused bytes, len (u32 LE), payload; written as one batch.
+            let mut malformed = false;
             let mut at = 0;
-            let mut accepted = 0u32;
-            while at + 8 <= records.len() {
-                let len = u32::from_le_bytes(records[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+            let messages = std::iter::from_fn(|| {
+                let header = records.get(at..at + 8)?;
+                let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
                 let Some(payload) = records.get(at + 8..at + 8 + len) else {
-                    return Err(coded("ERR_INVALID_ARG", "malformed staged records"));
+                    malformed = true;
+                    return None;
                 };
-                if !inner.outbox.try_write(to, records[at], payload).map_err(write_error)? {
-                    break;
-                }
-                accepted += 1;
                 at += 8 + len;
+                Some((header[0], payload))
+            });
+            let accepted = inner.outbox.try_write_many(to, messages).map_err(write_error)? as u32;
+            if malformed {
+                return Err(coded("ERR_INVALID_ARG", "malformed staged records"));
             }
             Ok(vec![accepted, inner.outbox.credit(to).min(u32::MAX as u64) as u32])
         });

@@ -171,6 +171,32 @@ impl Outbox {
         Ok(ok)
     }
 
+    /// Writes small messages `(kind, payload)` to `to` in order, each whole or not at all, until
+    /// one does not fit; one publication and at most one wake-up for all of them. Returns how
+    /// many were written (none while sends to `to` are queued). Payloads longer than a frame
+    /// stop the batch: write those with [`Outbox::try_write`].
+    pub fn try_write_many<'a>(
+        &self,
+        to: u32,
+        messages: impl Iterator<Item = (u8, &'a [u8])>,
+    ) -> Result<usize, WriteError> {
+        self.check(to, 0, 0)?;
+        let q = lock(&self.queues[to as usize]);
+        if !q.is_empty() {
+            return Ok(0);
+        }
+        let n = self
+            .ep
+            .ring_to(to)
+            .write_single_frames(messages, self.ep.geometry().max_frame_payload())
+            .map_err(|_| WriteError::Corrupt)?;
+        drop(q);
+        if n > 0 {
+            self.ep.notify(to);
+        }
+        Ok(n)
+    }
+
     /// Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued,
     /// so that nothing written later overtakes them). See `Ring::credit`.
     pub fn credit(&self, to: u32) -> u64 {
