@@ -156,17 +156,7 @@ impl Ring {
             if end.wrapping_sub(head) > self.cap {
                 break;
             }
-            let room = self.cap - tail % self.cap;
-            if room < size {
-                self.put_header(
-                    tail,
-                    FrameHeader {
-                        kind: kind::WRAP,
-                        ..Default::default()
-                    },
-                );
-                tail = tail.wrapping_add(room);
-            }
+            tail = self.skip_to_fit(tail, size);
             let mut fl = 0;
             if out.written == 0 {
                 fl |= flags::FIRST;
@@ -229,17 +219,7 @@ impl Ring {
             if self.plan(tail, std::iter::once(size)).wrapping_sub(head) > self.cap {
                 break;
             }
-            let room = self.cap - tail % self.cap;
-            if room < size {
-                self.put_header(
-                    tail,
-                    FrameHeader {
-                        kind: kind::WRAP,
-                        ..Default::default()
-                    },
-                );
-                tail = tail.wrapping_add(room);
-            }
+            tail = self.skip_to_fit(tail, size);
             self.put_header(
                 tail,
                 FrameHeader {
@@ -264,6 +244,23 @@ impl Ring {
             h.writer.tail.store(tail, Ordering::Release);
         }
         Ok(written)
+    }
+
+    /// Where a frame of `size` bytes goes at `tail`: at `tail`, or at the ring's start after a WRAP
+    /// marker when it would straddle the end.
+    fn skip_to_fit(&self, tail: u64, size: u64) -> u64 {
+        let room = self.cap - tail % self.cap;
+        if room >= size {
+            return tail;
+        }
+        self.put_header(
+            tail,
+            FrameHeader {
+                kind: kind::WRAP,
+                ..Default::default()
+            },
+        );
+        tail.wrapping_add(room)
     }
 
     fn put_header(&self, pos: u64, header: FrameHeader) {
