@@ -94,7 +94,14 @@ pub struct Outbox {
     queues: Vec<Mutex<VecDeque<Job>>>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Copy buffers of written jobs, kept for the next ones: a fresh multi-megabyte allocation
+    /// costs a page fault per 4 KiB on first touch, as much as the copy itself.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// At most this many spare copy buffers are kept, none larger than `SPARE_MAX_BYTES`.
+const SPARE_BUFFERS: usize = 4;
+const SPARE_MAX_BYTES: usize = 16 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a queue half-updated (push/pop are atomic
@@ -112,6 +119,7 @@ impl Outbox {
             queues,
             closed: AtomicBool::new(false),
             thread: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -197,6 +205,28 @@ impl Outbox {
         Ok(n)
     }
 
+    /// `bytes` in a spare buffer when one is large enough, else in a new one.
+    fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
+        let reused = {
+            let mut spare = lock(&self.spare);
+            let fit = spare.iter().position(|b| b.capacity() >= bytes.len());
+            fit.map(|i| spare.swap_remove(i))
+        };
+        let mut v = reused.unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() >= 64 * 1024 && buf.capacity() <= SPARE_MAX_BYTES {
+            let mut spare = lock(&self.spare);
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
+    }
+
     /// Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued,
     /// so that nothing written later overtakes them). See `Ring::credit`.
     pub fn credit(&self, to: u32) -> u64 {
@@ -247,7 +277,7 @@ impl Outbox {
         out.skipped = out.written;
         let job = Job {
             kind,
-            data: data[out.written..].to_vec(),
+            data: self.copy_of(&data[out.written..]),
             out,
             deadline: timeout.map(|t| Instant::now() + t),
             bound_to: bound.then(|| self.ep.shared().owner_word(to)),
@@ -354,6 +384,7 @@ impl Outbox {
                         Ok(true) => {
                             progressed = true;
                             let j = q.pop_front().expect("front exists");
+                            self.recycle(j.data);
                             finished.push((j.done, Ok(())));
                         }
                         Ok(false) => {
