@@ -359,6 +359,7 @@ fn service(st: &Arc<State>) {
 fn deliver(st: &State, inner: &Inner, mut batch: Batch) {
     let commits = std::mem::take(&mut batch.commits);
     st.delivering.set(true);
+    let mut handed_over = false;
     // SAFETY: on the JS thread of `st.env`, outside any JS frame (a libuv callback), hence the
     // handle scope; the reference and async context are live (`stopped` was false).
     unsafe {
@@ -372,6 +373,7 @@ fn deliver(st: &State, inner: &Inner, mut batch: Batch) {
         sys::napi_get_global(env, &mut recv);
         if let Ok(arg) = Vec::<Buffer>::to_napi_value(env, batch_buffers(batch)) {
             let mut result = ptr::null_mut();
+            handed_over = true;
             sys::napi_make_callback(env, st.async_context, recv, callback, 1, &arg, &mut result);
             let mut pending = false;
             sys::napi_is_exception_pending(env, &mut pending);
@@ -385,7 +387,9 @@ fn deliver(st: &State, inner: &Inner, mut batch: Batch) {
         sys::napi_close_handle_scope(env, scope);
     }
     st.delivering.set(false);
-    if !inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+    // A batch that never reached JS is not committed: it stays in the ring for the next holder
+    // of this index, as with a ThreadsafeFunction call that could not be queued.
+    if handed_over && !inner.closed.load(std::sync::atomic::Ordering::Acquire) {
         for (from, pos) in commits {
             inner.ep.commit(from, pos);
         }
