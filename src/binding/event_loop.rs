@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use napi::bindgen_prelude::{Buffer, ToNapiValue};
 use napi::sys;
 
-use super::{batch_buffers, lock, Inner};
+use super::bus::Inner;
+use super::delivery::batch_buffers;
+use super::lock;
 use crate::core::loop_bell::{self, bell_state, LoopBell};
 use crate::core::{Batch, Budget};
 
