@@ -111,6 +111,10 @@ struct State {
     env: sys::napi_env,
     callback: sys::napi_ref,
     async_context: sys::napi_async_context,
+    /// The socket libuv polls; `None` once stopped. A Cell, like the flags below: `stop` closes
+    /// it at once (its name is free for a new subscription) while this State, shared by both
+    /// handles, lives until their close callbacks, a loop iteration later. Only `&State` is ever
+    /// at hand (on the JS thread), so a field set once could not be closed early.
     bell: Cell<Option<LoopBell>>,
     poll: *mut c_void,
     timer: *mut c_void,
