@@ -11,13 +11,11 @@ const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const test = require('ava')
 
-const { startCluster, runCluster, assertCleanExit, childEnv, sleep, SHM_DIR } = require('./helpers/harness')
+const { startCluster, runCluster, runClean, assertCleanExit, median, childEnv, sleep, SHM_DIR } = require('./helpers/harness')
 const { masterInit } = require('..')
 
 const REPO = path.join(__dirname, '..')
 const MiB = 1 << 20
-
-const noErrors = (t, r) => t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [])
 
 function tmpDir(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cshm-faults-'))
@@ -27,10 +25,6 @@ function tmpDir(t) {
 
 const lines = (file) => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '')
 const shmFile = (name) => path.join(SHM_DIR, name.replace(/^\//, ''))
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 
 /** Alive and not a zombie (orphans of a killed primary may wait for a reaper that never comes). */
 function isAlive(pid) {
@@ -59,9 +53,7 @@ test('SIGKILL of a sender mid-write, 15 times (also mid chunked 100 KiB-2 MiB se
   const dir = tmpDir(t)
   const KILLS = 15
   const FINAL = 40
-  const r = await runCluster('faults-sender-kill.js', [dir, KILLS, 16 << 10, FINAL], { timeout: 160_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'faults-sender-kill.js', [dir, KILLS, 16 << 10, FINAL], { timeout: 160_000 })
   const [geometry] = r.events('geometry')
   const maxFrame = geometry.maxFrame
   const receiverIndex = r.events('receiver-ready')[0].index
@@ -151,9 +143,7 @@ test('SIGKILL of a subscribed receiver mid-drain, 6 times: each replacement rece
   t.timeout(180_000)
   const dir = tmpDir(t)
   const KILLS = 6
-  const r = await runCluster('faults-receiver-kill.js', [dir, KILLS, 4096, 1000], { timeout: 160_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'faults-receiver-kill.js', [dir, KILLS, 4096, 1000], { timeout: 160_000 })
   const [sent] = r.events('sent')
   t.true(sent.writes > 0 && sent.sends > 0, 'the sender used write() and send()')
   t.deepEqual(
@@ -202,9 +192,7 @@ test('a receiver that reads nothing for 10 s: write() is false, send() waits, { 
   t.timeout(120_000)
   const BASELINE = 3000
   const STALL = 10_000
-  const r = await runCluster('faults-stalled.js', [BASELINE, STALL], { timeout: 100_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'faults-stalled.js', [BASELINE, STALL], { timeout: 100_000 })
   const [plan] = r.events('plan')
   const report = (i) => r.messages.find((m) => m.event === 'report' && m.index === i)
   const [a, b, c] = [report(0), report(1), report(2)]
@@ -258,9 +246,7 @@ test('a receiver that reads nothing for 10 s: write() is false, send() waits, { 
 
 test('send({ timeout }) queued behind a send() that waits (not started, or half written) rejects with ERR_TIMEOUT in time too', async (t) => {
   t.timeout(90_000)
-  const r = await runCluster('faults-queued-timeout.js', [], { timeout: 60_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'faults-queued-timeout.js', [], { timeout: 60_000 })
   const [stalled] = r.events('stalled')
   const [partial] = r.events('stalled-partial')
   const [settled] = r.events('settled')

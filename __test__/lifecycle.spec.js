@@ -6,16 +6,12 @@ const fs = require('node:fs')
 const path = require('node:path')
 const test = require('ava')
 
-const { startCluster, runCluster, assertCleanExit, segmentsOf, sleep, SHM_DIR } = require('./helpers/harness')
+const { startCluster, runClean, assertCleanExit, noErrors, segmentsOf, sleep, SHM_DIR } = require('./helpers/harness')
 const { masterInit, PRIMARY } = require('..')
-
-const noErrors = (t, r) => t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [])
 
 test('a SIGKILLed worker is replaced and the replacement receives what was sent to its index meanwhile, in order', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('respawn.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'respawn.js', [], { timeout: 30_000 })
   const attached = r.events('attached')
   const victim = attached.find((m) => m.role === 'victim')
   t.deepEqual(
@@ -41,9 +37,7 @@ test('a SIGKILLed worker is replaced and the replacement receives what was sent 
 
 test('messages sent to an index before a process attached are received after it attaches', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('preattach.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'preattach.js', [], { timeout: 30_000 })
   const [pw] = r.events('primary-writes')
   t.deepEqual(pw.writes, [true, true, true, true, true, true])
   t.deepEqual(pw.peers, [], 'nobody was attached when the primary wrote')
@@ -63,9 +57,7 @@ test('messages sent to an index before a process attached are received after it 
 
 async function naturalExit(t, args) {
   t.timeout(30_000)
-  const r = await runCluster('natural-exit.js', args, { timeout: 12_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'natural-exit.js', args, { timeout: 12_000 })
   const [disconnected] = r.events('disconnected')
   t.truthy(disconnected, 'the workers disconnected')
   t.deepEqual(
@@ -180,9 +172,7 @@ test('two clusters on one host do not see each other', async (t) => {
 
 test("'attach' and 'detach' events and peers()", async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('events.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'events.js', [], { timeout: 30_000 })
   const at = (who) => r.messages.filter((m) => (m.event === 'attach' || m.event === 'detach') && m.at === who).map(({ event, index, peers }) => ({ event, index, peers }))
   t.deepEqual(at(PRIMARY), [
     { event: 'attach', index: 0, peers: [0] },

@@ -4,18 +4,14 @@
 
 const test = require('ava')
 
-const { runCluster, assertCleanExit } = require('./helpers/harness')
+const { runClean } = require('./helpers/harness')
 const { payloadCases } = require('./helpers/payloads')
 
 const PRIMARY = -1
 
-const noErrors = (t, r) => t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [])
-
 test('round trip of every payload kind, worker <-> worker and worker <-> primary', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('roundtrip.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'roundtrip.js', [], { timeout: 30_000 })
   const cases = payloadCases()
   const twice = [...cases, ...cases].map((c) => ({ case: c.name, d: c.expected }))
   const recv = (at, from) =>
@@ -39,9 +35,7 @@ for (const ring of [undefined, 4096]) {
   test(`100k messages from one worker to another arrive in order, none lost (ringSize ${ring ?? 'default'})`, async (t) => {
     t.timeout(70_000)
     const args = ring ? [100_000, ring] : [100_000]
-    const r = await runCluster('stream.js', args, { timeout: 60_000, t })
-    assertCleanExit(t, r)
-    noErrors(t, r)
+    const r = await runClean(t, 'stream.js', args, { timeout: 60_000 })
     const [summary] = r.events('summary')
     t.truthy(summary, 'the receiver reported')
     t.is(summary.received, 100_000)
@@ -58,9 +52,7 @@ for (const ring of [undefined, 4096]) {
 
 test('broadcast from one worker reaches the 3 other workers and the primary exactly once', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('broadcast.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'broadcast.js', [], { timeout: 30_000 })
   t.deepEqual(r.events('broadcast').map((m) => m.n), [4, 4, 4], 'broadcast() resolved with 4 receivers each time')
   const expected = [
     { from: 0, d: { $: 'string', v: 'to everyone: ✓' } },
@@ -88,9 +80,7 @@ test('broadcast from one worker reaches the 3 other workers and the primary exac
 
 test('a 64 MiB Buffer arrives intact with the default ring size', async (t) => {
   t.timeout(70_000)
-  const r = await runCluster('big.js', [], { timeout: 60_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'big.js', [], { timeout: 60_000 })
   const [geometry] = r.events('geometry')
   t.true(geometry.ringSize < 64 << 20, 'the payload is larger than a ring (it must be chunked)')
   const [sent] = r.events('sent')
@@ -103,9 +93,7 @@ test('a 64 MiB Buffer arrives intact with the default ring size', async (t) => {
 
 test('full ring: write() returns false and a pending send() waits until the receiver reads, then all arrives in order', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('backpressure.js', [], { timeout: 30_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'backpressure.js', [], { timeout: 30_000 })
   const [full] = r.events('full')
   t.true(full.written > 0, 'some writes succeeded before the ring was full')
   t.true(full.written < 4096 / 100, 'write() returned false once the 4096-byte ring was full')
@@ -128,9 +116,7 @@ test('full ring: write() returns false and a pending send() waits until the rece
 
 test('FIFO per sender when send() and write() are mixed', async (t) => {
   t.timeout(70_000)
-  const r = await runCluster('fifo.js', [20_000], { timeout: 60_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'fifo.js', [20_000], { timeout: 60_000 })
   const [a] = r.events('phase-a')
   t.true(a.filled > 0)
   t.deepEqual(a.whileQueued, Array(20).fill(false), 'write() returned false while a send() to the same target was queued')

@@ -5,20 +5,14 @@
 
 const test = require('ava')
 
-const { runCluster, assertCleanExit } = require('./helpers/harness')
+const { runClean, median } = require('./helpers/harness')
 
 const DURATION = process.env.CI ? 60_000 : 15_000
 const MiB = 1 << 20
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
-}
 
 test(`soak: 8 processes all to all for ${DURATION / 1000} s: zero lost, duplicated or reordered, memory flat, clean exit`, async (t) => {
   t.timeout(DURATION + 240_000)
-  const r = await runCluster('soak-allpairs.js', [DURATION], { timeout: DURATION + 200_000, t })
-  assertCleanExit(t, r)
-  t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [])
+  const r = await runClean(t, 'soak-allpairs.js', [DURATION], { timeout: DURATION + 200_000 })
   t.truthy(r.events('all-final')[0], 'every process reported')
   t.deepEqual(
     r.events('worker-exit').map(({ code, signal }) => ({ code, signal })),

@@ -11,10 +11,8 @@ const test = require('ava')
 const fs = require('node:fs')
 const path = require('node:path')
 
-const { runCluster, assertCleanExit, segmentsOf, SHM_DIR } = require('./helpers/harness')
+const { runCluster, runClean, assertCleanExit, noErrors, segmentsOf, SHM_DIR } = require('./helpers/harness')
 const lib = require('..')
-
-const noErrors = (t, r) => t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [], r.stderr.slice(-3000))
 
 /** The one 'result' line of a run. */
 function result(t, r) {
@@ -28,9 +26,7 @@ function result(t, r) {
 
 test.serial('4 workers x 50k increments: a get/set counter under bus.lock and a map.increment counter both end at exactly 200k', async (t) => {
   t.timeout(170_000)
-  const r = await runCluster('sync-count.js', [50_000], { timeout: 160_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'sync-count.js', [50_000], { timeout: 160_000 })
   const res = result(t, r)
   t.is(res.plain, 200_000, 'get + set under the lock: no update lost')
   t.is(res.overlaps, 0, 'never two processes inside the lock at once')
@@ -47,9 +43,7 @@ test.serial('4 workers x 50k increments: a get/set counter under bus.lock and a 
 
 test.serial('a semaphore of 3 permits never has more than 3 holders (4 workers x 2 loops), and reaches 3', async (t) => {
   t.timeout(50_000)
-  const r = await runCluster('sync-semaphore.js', [1500], { timeout: 45_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'sync-semaphore.js', [1500], { timeout: 45_000 })
   const res = result(t, r)
   t.true(res.max <= 3, `at most 3 holders at once, saw ${res.max}`)
   t.is(res.max, 3, 'all 3 permits were held at once at least once')
@@ -74,9 +68,7 @@ const recoveries = [
 for (const [mode, waitBy, title] of recoveries) {
   test.serial(title, async (t) => {
     t.timeout(30_000)
-    const r = await runCluster('sync-recover.js', [mode, waitBy], { timeout: 25_000, t })
-    assertCleanExit(t, r)
-    noErrors(t, r)
+    const r = await runClean(t, 'sync-recover.js', [mode, waitBy], { timeout: 25_000 })
     const res = result(t, r)
     t.is(res.mode, mode)
     t.is(res.waitBy, waitBy)
@@ -92,9 +84,7 @@ for (const [mode, waitBy, title] of recoveries) {
 
 test.serial('acquire: timeouts reject with ERR_TIMEOUT in time; aborts reject with ERR_ABORTED and take no permit, also racing a grant; queued acquires reject with ERR_CLOSED at close()', async (t) => {
   t.timeout(40_000)
-  const r = await runCluster('sync-acquire.js', [], { timeout: 35_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'sync-acquire.js', [], { timeout: 35_000 })
   const { checks: c, primary } = result(t, r)
   const inTime = (ms, lo, what) => t.true(ms >= lo - 2 && ms < 1000, `${what}: settled after ${ms.toFixed(1)} ms, expected >= ${lo} and < 1000`)
 
@@ -132,9 +122,7 @@ test.serial('map from 4 workers at once (seeded random operations): owned keys m
   t.timeout(50_000)
   const seed = Number(process.env.SYNC_MAP_SEED) || 1 + Math.floor(Math.random() * 1e9)
   t.log(`seed ${seed} (rerun with SYNC_MAP_SEED=${seed})`)
-  const r = await runCluster('sync-map.js', [seed, 30_000], { timeout: 45_000, t })
-  assertCleanExit(t, r)
-  noErrors(t, r)
+  const r = await runClean(t, 'sync-map.js', [seed, 30_000], { timeout: 45_000 })
   const res = result(t, r)
   t.is(res.seed, seed)
   t.deepEqual(res.workerProblems, [], `seed ${seed}: ${res.workerProblemCount} problems seen by the workers`)

@@ -133,35 +133,37 @@ fn main() {
             || stream("tput64", SMALL, warm, phase),
             |s| s.msgs_per_sec / 1e6,
         );
-        rows.push(Row {
-            name: "64-byte messages, writer to sleeping reader".into(),
-            value: format!("{:.2} M msgs/s", t.msgs_per_sec / 1e6),
-            detail: format!(
-                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.3} µs/msg{}",
-                t.messages, t.seconds, t.waits, t.cpu_per_msg, each
+        let (row, json) = stream_result(
+            "tput64",
+            "64-byte messages, writer to sleeping reader",
+            (
+                format!("{:.2} M msgs/s", t.msgs_per_sec / 1e6),
+                format!("\"msgs_per_sec\": {:.0}", t.msgs_per_sec),
             ),
-        });
-        raw.push(format!(
-        "\"tput64\": {{\"msgs_per_sec\": {:.0}, \"messages\": {}, \"seconds\": {:.4}, \"space_waits\": {}, \"cpu_per_msg_us\": {:.4}}}",
-        t.msgs_per_sec, t.messages, t.seconds, t.waits, t.cpu_per_msg
-    ));
+            &t,
+            &each,
+            (3, 4),
+        );
+        rows.push(row);
+        raw.push(json);
         print_row(rows.last().unwrap());
     }
 
     if want("bulk") {
         let (b, each) = median_stream(rounds, || stream("bulk", BULK, warm, phase), |s| s.mb_per_sec);
-        rows.push(Row {
-            name: "1 MiB messages (chunked through a 1 MiB ring)".into(),
-            value: format!("{:.0} MB/s", b.mb_per_sec),
-            detail: format!(
-                "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.0} µs/msg{}",
-                b.messages, b.seconds, b.waits, b.cpu_per_msg, each
+        let (row, json) = stream_result(
+            "bulk",
+            "1 MiB messages (chunked through a 1 MiB ring)",
+            (
+                format!("{:.0} MB/s", b.mb_per_sec),
+                format!("\"mb_per_sec\": {:.1}", b.mb_per_sec),
             ),
-        });
-        raw.push(format!(
-        "\"bulk\": {{\"mb_per_sec\": {:.1}, \"messages\": {}, \"seconds\": {:.4}, \"space_waits\": {}, \"cpu_per_msg_us\": {:.2}}}",
-        b.mb_per_sec, b.messages, b.seconds, b.waits, b.cpu_per_msg
-    ));
+            &b,
+            &each,
+            (0, 2),
+        );
+        rows.push(row);
+        raw.push(json);
         print_row(rows.last().unwrap());
     }
 
@@ -591,6 +593,33 @@ fn median_stream(rounds: usize, run: impl Fn() -> Stream, key: impl Fn(&Stream) 
         String::new()
     };
     (all.swap_remove(all.len() / 2), each)
+}
+
+/// The table row and the raw JSON entry `key` of a stream case: `headline` is its value column
+/// and the JSON field that holds it, `each` the rounds (median_stream), `cpu_digits` the decimals
+/// of the CPU time per message in the row and in the JSON.
+fn stream_result(
+    key: &str,
+    name: &str,
+    headline: (String, String),
+    s: &Stream,
+    each: &str,
+    cpu_digits: (usize, usize),
+) -> (Row, String) {
+    let (value, headline_json) = headline;
+    let row = Row {
+        name: name.into(),
+        value,
+        detail: format!(
+            "{} msgs in {:.2} s; writer waited for space {} times; CPU {:.*} µs/msg{}",
+            s.messages, s.seconds, s.waits, cpu_digits.0, s.cpu_per_msg, each
+        ),
+    };
+    let json = format!(
+        "\"{key}\": {{{headline_json}, \"messages\": {}, \"seconds\": {:.4}, \"space_waits\": {}, \"cpu_per_msg_us\": {:.*}}}",
+        s.messages, s.seconds, s.waits, cpu_digits.1, s.cpu_per_msg
+    );
+    (row, json)
 }
 
 fn stream(_name: &str, size: usize, warm: Duration, phase: Duration) -> Stream {

@@ -21,31 +21,6 @@ use common::*;
 
 const RING_64K: u32 = 64 * 1024;
 
-fn open_child_segment() -> (String, Arc<Shared>) {
-    let name = std::env::var(SEG_ENV).expect("CSHM_SEGMENT");
-    let shared = Shared::open(&name).unwrap_or_else(|e| {
-        report!("FAIL open {e}");
-        std::process::exit(1)
-    });
-    child_watchdog(Some(shared.clone()));
-    (name, shared)
-}
-
-fn attach_or_exit(shared: Arc<Shared>, how: Attach) -> Arc<Endpoint> {
-    match Endpoint::attach(shared, how) {
-        Ok(ep) => Arc::new(ep),
-        Err(e) => {
-            report!("FAIL attach {how:?}: {e:?}");
-            std::process::exit(1)
-        }
-    }
-}
-
-fn bad(msg: String) -> ! {
-    report!("BAD {msg}");
-    std::process::exit(3)
-}
-
 /// Entry point of every child process; a no-op in a normal test run.
 #[test]
 fn child_entry() {
@@ -108,7 +83,7 @@ fn child_stream_writer() {
 #[test]
 fn stream_200k_messages_in_order_between_processes() {
     let seg = SegGuard::create(1, RING_64K);
-    let primary = Arc::new(Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap());
+    let primary = Arc::new(seg.primary());
     let stop = Arc::new(AtomicBool::new(false));
     let mut inbox = Inbox::new(&primary);
 
@@ -338,7 +313,7 @@ fn child_duplex() {
 #[test]
 fn messages_larger_than_the_ring_cross_both_ways() {
     let seg = SegGuard::create(1, RING_64K);
-    let primary = Arc::new(Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap());
+    let primary = Arc::new(seg.primary());
     let t0 = Instant::now();
     let receiver = receive_big(primary.clone(), 0, CHILD_BASE, &CHILD_BIG);
     let out = Outbox::new(primary.clone());
@@ -431,7 +406,7 @@ fn killed_sender_never_leaves_a_torn_message() {
     let seed = seed("killed_sender");
     let mut rng = Rng(seed);
     let seg = SegGuard::create(1, RING_64K);
-    let primary = Arc::new(Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap());
+    let primary = Arc::new(seg.primary());
     let mut inbox = Inbox::new(&primary);
     let t0 = Instant::now();
     let deadline = Deadline::after(Duration::from_secs(25));
@@ -687,7 +662,7 @@ fn killed_receiver_loses_nothing_uncommitted() {
     let seed = seed("killed_receiver");
     let mut rng = Rng(seed);
     let seg = SegGuard::create(1, RING_64K);
-    let primary = Arc::new(Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap());
+    let primary = Arc::new(seg.primary());
     let out = Outbox::new(primary.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -892,7 +867,7 @@ fn child_reassembly_reader() {
 #[test]
 fn killed_receiver_mid_reassembly_reports_one_lost_message() {
     let seg = SegGuard::create(1, RING_64K);
-    let primary = Arc::new(Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap());
+    let primary = Arc::new(seg.primary());
     let out = Outbox::new(primary.clone());
     let (tx, done) = mpsc::channel();
     for seq in 0..=AFTER_BIG {
@@ -950,7 +925,7 @@ fn registry_events(inbox: &mut Inbox, ep: &Endpoint) -> Vec<(u32, u8)> {
 #[test]
 fn killed_holder_is_dead_and_its_index_is_reclaimed() {
     let seg = SegGuard::create(2, 4096);
-    let primary = Endpoint::attach(seg.0.clone(), Attach::Primary).unwrap();
+    let primary = seg.primary();
     let mine = Endpoint::attach(seg.0.clone(), Attach::Index(1)).unwrap();
     let mut inbox = Inbox::new(&primary);
 

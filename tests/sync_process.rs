@@ -1,20 +1,21 @@
 //! The shared-state core (semaphores, the robust map lock, named objects) across real
-//! processes. The test binary re-executes itself (`sync_child`, role in `CSHM_SYNC_ROLE`,
-//! segment name in `CSHM_SYNC_SEGMENT`); the parent drives, kills and checks the children.
+//! processes. The test binary re-executes itself (`child_entry`, role in `CSHM_CHILD_ROLE`,
+//! segment name in `CSHM_SEGMENT`: the harness of tests/common); the parent drives, kills and
+//! checks the children.
 //!
-//! Every child is SIGKILLed and reaped by [`Kid`]'s `Drop`, every segment closed and unlinked by
-//! [`Seg`]'s `Drop` (also when a test panics), every wait is bounded, and each child exits by
-//! itself when its parent dies, the cluster is closed, or it lived a minute. The tests take a
-//! common lock and run one at a time: they measure latencies and count on the CPUs.
+//! Every child is SIGKILLed and reaped by [`ChildProc`]'s `Drop`, every segment closed and
+//! unlinked by [`SegGuard`]'s `Drop` (also when a test panics), every wait is bounded, and each
+//! child exits by itself when its parent dies, the cluster is closed, or it lived a minute. The
+//! tests take a common lock and run one at a time: they measure latencies and count on the CPUs.
 //! Randomised tests print their seed; `CSHM_SEED=<n>` replays one.
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,12 +24,9 @@ use cluster_shm::core::layout::MIN_RING;
 use cluster_shm::core::map::{kind, SharedMap};
 use cluster_shm::core::objects::{self, Kind, ObjectError, Region};
 use cluster_shm::core::semaphore::{AcquireError, Acquired, Semaphore, Waiter};
-use cluster_shm::core::{Attach, Endpoint, Shared};
+use cluster_shm::core::{Attach, Endpoint};
 
-const ROLE_ENV: &str = "CSHM_SYNC_ROLE";
-const SEG_ENV: &str = "CSHM_SYNC_SEGMENT";
-const CHILD_TEST: &str = "sync_child";
-const CHILD_MAX_LIFE: Duration = Duration::from_secs(60);
+use common::*;
 
 // ---- harness --------------------------------------------------------------------------------
 
@@ -38,231 +36,45 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A segment created by a test: the cluster is closed (children's watchdogs exit) and the name
-/// unlinked on drop, also when the test panics.
-struct Seg(Arc<Shared>);
-
-impl Seg {
-    fn create(workers: u32) -> Seg {
-        Seg(Shared::create(workers, MIN_RING).expect("create segment"))
-    }
-    fn name(&self) -> String {
-        self.0.name().to_owned()
-    }
-    fn primary(&self) -> Endpoint {
-        Endpoint::attach(self.0.clone(), Attach::Primary).expect("attach primary")
-    }
-}
-
-impl Drop for Seg {
-    fn drop(&mut self) {
-        self.0.close_cluster();
-        self.0.unlink();
-    }
-}
-
-/// A child process running `sync_child` in some role. Killed and reaped on drop.
-struct Kid {
-    child: Child,
-    pid: u32,
-    role: String,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    log: Vec<String>,
-    status: Option<ExitStatus>,
-}
-
-impl Kid {
-    fn spawn(role: &str, seg: &str, env: &[(&str, String)]) -> Kid {
-        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-        cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .env(SEG_ENV, seg)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn child");
-        let out = child.stdout.take().expect("stdout");
-        let stdin = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Kid {
-            pid: child.id(),
-            child,
-            role: role.to_owned(),
-            stdin,
-            lines: rx,
-            log: vec![],
-            status: None,
-        }
-    }
-
-    /// The next protocol line (after `@@ `), or None on timeout or closed stdout.
-    fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.log.push(l.clone());
-                    if let Some(at) = l.find("@@ ") {
-                        return Some(l[at + 3..].to_owned());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
-    }
-
-    /// A protocol line available now, if any.
-    fn try_line(&mut self) -> Option<String> {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l.clone());
-            if let Some(at) = l.find("@@ ") {
-                return Some(l[at + 3..].to_owned());
-            }
-        }
-        None
-    }
-
-    fn complain(&mut self, what: String) -> ! {
-        let status = self.try_status();
-        // Collect what the child still printed (bounded: it may still be running).
-        while self.next_line(Duration::from_millis(50)).is_some() {}
-        panic!(
-            "child {} ({}): {what} (status {status:?}); output:\n{}",
-            self.role,
-            self.pid,
-            self.log.join("\n")
-        )
-    }
-
-    /// Waits for a line starting with `prefix`; panics with the child's output otherwise.
-    fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        while let Some(l) = self.next_line(deadline.saturating_duration_since(Instant::now())) {
-            if l.starts_with(prefix) {
-                return l;
-            }
-            if l.starts_with("BAD") {
-                self.complain(format!("reported {l}"));
-            }
-        }
-        self.complain(format!("did not print '{prefix}' within {timeout:?}"))
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to child");
-        stdin.flush().expect("flush child stdin");
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_status() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn expect_success(&mut self, timeout: Duration) {
-        match self.wait_timeout(timeout) {
-            Some(s) if s.success() => {}
-            other => {
-                let _ = self.child.kill();
-                self.complain(format!("did not exit successfully within {timeout:?}: {other:?}"))
-            }
-        }
-    }
-
-    /// SIGKILL without reaping: the child stays a zombie until `reap`.
-    fn sigkill(&mut self) {
-        // SAFETY: plain syscall on our own, not yet reaped, child.
-        let r = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(r, 0, "kill {}", self.pid);
-    }
-
-    /// Blocks until the child is dead, without reaping it (waitid with WNOWAIT).
-    fn wait_dead_unreaped(&mut self) {
-        // SAFETY: waitid on our own child; `info` is a valid out-parameter.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let r = libc::waitid(
-                libc::P_PID,
-                self.pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            );
-            assert_eq!(r, 0, "waitid {}", self.pid);
-        }
-    }
-
-    fn reap(&mut self) -> ExitStatus {
-        self.wait_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("child {} not reaped within 10 s", self.pid))
-    }
-
-    /// SIGKILL and reap.
-    fn kill(&mut self) -> ExitStatus {
-        if let Some(s) = self.try_status() {
-            return s;
-        }
-        self.sigkill();
-        self.reap()
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                match self.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) => thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        }
-    }
-}
-
 /// Waits for `done` from every child and its exit; returns the `done` lines.
-fn collect_done(kids: &mut [Kid], timeout: Duration) -> Vec<String> {
+fn collect_done(kids: &mut [ChildProc], timeout: Duration) -> Vec<String> {
     let deadline = Instant::now() + timeout;
     let mut out = vec![];
     for k in kids.iter_mut() {
-        out.push(k.expect("done", deadline.saturating_duration_since(Instant::now())));
+        out.push(k.expect_line("done", deadline.saturating_duration_since(Instant::now())));
     }
     for k in kids.iter_mut() {
         k.expect_success(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2));
     }
     out
+}
+
+/// Starts `procs` children in `role` (children that report `ready`, wait for `go`, run `ITERS`
+/// iterations and report `done`), their `MODE` cycling through `modes`; lets them go together
+/// once all are ready and waits until all are done. Returns their `done` lines and how long
+/// they took from the go.
+fn run_contenders(role: &str, seg: &SegGuard, procs: usize, iters: u64, modes: &[&str]) -> (Vec<String>, Duration) {
+    let mut kids: Vec<ChildProc> = (0..procs)
+        .map(|i| {
+            ChildProc::spawn_with_stdin(
+                role,
+                &seg.name(),
+                &[
+                    ("ITERS", iters.to_string()),
+                    ("MODE", modes[i % modes.len()].to_string()),
+                ],
+            )
+        })
+        .collect();
+    for k in kids.iter_mut() {
+        k.expect_line("ready", Duration::from_secs(10));
+    }
+    let t0 = Instant::now();
+    for k in kids.iter_mut() {
+        k.send("go");
+    }
+    let done = collect_done(&mut kids, Duration::from_secs(25));
+    (done, t0.elapsed())
 }
 
 /// `name=<u64>` in a report line.
@@ -285,76 +97,15 @@ fn bounded<T: Send + 'static>(what: &str, limit: Duration, f: impl FnOnce() -> T
     }
 }
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("CSHM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
-    println!("{test}: seed {s} (replay with CSHM_SEED={s})");
-    s
-}
-
 fn epoch_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 // ---- child side -----------------------------------------------------------------------------
 
-/// Prints a protocol line with one write (a SIGKILL never tears it).
-fn say(line: String) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(format!("@@ {line}\n").as_bytes());
-    let _ = out.flush();
-}
-
-fn bad(msg: String) -> ! {
-    say(format!("BAD {msg}"));
-    std::process::exit(3)
-}
-
-fn env_u64(name: &str) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| bad(format!("missing {name}")))
-}
-
 /// Opens the segment, starts the watchdog and attaches to a free worker index.
-fn child_attach() -> Endpoint {
-    let name = std::env::var(SEG_ENV).unwrap_or_else(|_| bad("no segment".into()));
-    let shared = Shared::open(&name).unwrap_or_else(|e| bad(format!("open {e}")));
-    let watched = shared.clone();
-    let parent = std::os::unix::process::parent_id();
-    let start = Instant::now();
-    thread::spawn(move || loop {
-        thread::sleep(Duration::from_millis(20));
-        if std::os::unix::process::parent_id() != parent || start.elapsed() > CHILD_MAX_LIFE {
-            std::process::exit(2);
-        }
-        if watched.is_closed() {
-            std::process::exit(0);
-        }
-    });
-    Endpoint::attach(shared, Attach::Any).unwrap_or_else(|e| bad(format!("attach {e}")))
+fn child_attach() -> Arc<Endpoint> {
+    attach_or_exit(open_child_segment().1, Attach::Any)
 }
 
 /// Reads one line from the parent.
@@ -372,6 +123,31 @@ fn child_wait_go() {
     if l != "go" {
         bad(format!("expected go, got {l:?}"));
     }
+}
+
+/// A child's contended loop: reports `ready`, waits for the parent's `go`, then `ITERS` times
+/// takes a permit of `sem` (spinning on `try_acquire`, or queued on a `Waiter` when `MODE` is
+/// `waiter`) and runs `hold(i)`, which gives it back. Returns how many permits came `Recovered`.
+fn acquire_loop(sem: &Semaphore, mut hold: impl FnMut(u64)) -> u64 {
+    let use_waiter = std::env::var("MODE").as_deref() == Ok("waiter");
+    let waiter = Waiter::new(sem.clone());
+    let n = required_u64("ITERS");
+    report!("ready");
+    child_wait_go();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut recovered = 0;
+    for i in 0..n {
+        let a = if use_waiter {
+            waiter_acquire(&waiter, i, Duration::from_secs(20)).unwrap_or_else(|e| bad(format!("acquire {i}: {e:?}")))
+        } else {
+            spin_acquire(sem, deadline)
+        };
+        if a != Acquired::Clean {
+            recovered += 1;
+        }
+        hold(i);
+    }
+    recovered
 }
 
 /// Acquires by spinning on `try_acquire` (yielding after a few tries).
@@ -409,8 +185,8 @@ fn waiter_acquire(w: &Arc<Waiter>, id: u64, timeout: Duration) -> Result<Acquire
 
 /// Entry point of every child process; a no-op in a normal test run.
 #[test]
-fn sync_child() {
-    let Ok(role) = std::env::var(ROLE_ENV) else { return };
+fn child_entry() {
+    let Some(role) = child_role() else { return };
     match role.as_str() {
         "locked_counter" => child_locked_counter(),
         "map_increment" => child_map_increment(),
@@ -448,22 +224,7 @@ fn read_plain(map: &SharedMap) -> u64 {
 fn child_locked_counter() {
     let ep = child_attach();
     let (sem, map) = open_sum_objects(&ep);
-    let use_waiter = std::env::var("MODE").as_deref() == Ok("waiter");
-    let waiter = Waiter::new(sem.clone());
-    let n = env_u64("ITERS");
-    say("ready".into());
-    child_wait_go();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let mut recovered = 0;
-    for i in 0..n {
-        let a = if use_waiter {
-            waiter_acquire(&waiter, i, Duration::from_secs(20)).unwrap_or_else(|e| bad(format!("acquire {i}: {e:?}")))
-        } else {
-            spin_acquire(&sem, deadline)
-        };
-        if a != Acquired::Clean {
-            recovered += 1;
-        }
+    let recovered = acquire_loop(&sem, |i| {
         let v = read_plain(&map);
         // Widen the window a lost exclusion would need.
         if i % 64 == 0 {
@@ -474,49 +235,29 @@ fn child_locked_counter() {
         if !sem.release() {
             bad(format!("release {i}: this process held no permit"));
         }
-    }
-    say(format!("done recovered={recovered} held={}", sem.held()));
+    });
+    report!("done recovered={recovered} held={}", sem.held());
 }
 
 /// `SharedMap::increment` alone (the map's own lock makes it atomic).
 fn child_map_increment() {
     let ep = child_attach();
     let (_, map) = open_sum_objects(&ep);
-    let n = env_u64("ITERS");
-    say("ready".into());
+    let n = required_u64("ITERS");
+    report!("ready");
     child_wait_go();
     for i in 0..n {
         map.increment(b"hits", 1.0)
             .unwrap_or_else(|e| bad(format!("increment {i}: {e}")));
     }
-    say("done".into());
+    report!("done");
 }
 
-fn run_sum(role: &str, modes: &[&str]) -> (Seg, Endpoint, Duration) {
-    let seg = Seg::create(SUM_PROCS as u32);
+fn run_sum(role: &str, modes: &[&str]) -> (SegGuard, Endpoint, Duration) {
+    let seg = SegGuard::create(SUM_PROCS as u32, MIN_RING);
     let primary = seg.primary();
     open_sum_objects(&primary);
-    let mut kids: Vec<Kid> = (0..SUM_PROCS as usize)
-        .map(|i| {
-            Kid::spawn(
-                role,
-                &seg.name(),
-                &[
-                    ("ITERS", SUM_ITERS.to_string()),
-                    ("MODE", modes[i % modes.len()].to_string()),
-                ],
-            )
-        })
-        .collect();
-    for k in kids.iter_mut() {
-        k.expect("ready", Duration::from_secs(10));
-    }
-    let t0 = Instant::now();
-    for k in kids.iter_mut() {
-        k.send("go");
-    }
-    let done = collect_done(&mut kids, Duration::from_secs(25));
-    let took = t0.elapsed();
+    let (done, took) = run_contenders(role, &seg, SUM_PROCS as usize, SUM_ITERS, modes);
     if role == "locked_counter" {
         for d in &done {
             assert_eq!(
@@ -575,22 +316,8 @@ fn open_hold_objects(ep: &Endpoint) -> (Semaphore, SharedMap) {
 fn child_bounded_holders() {
     let ep = child_attach();
     let (sem, map) = open_hold_objects(&ep);
-    let use_waiter = std::env::var("MODE").as_deref() == Ok("waiter");
-    let waiter = Waiter::new(sem.clone());
-    let n = env_u64("ITERS");
-    say("ready".into());
-    child_wait_go();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let (mut max, mut over, mut recovered) = (0u64, 0u64, 0u64);
-    for i in 0..n {
-        let a = if use_waiter {
-            waiter_acquire(&waiter, i, Duration::from_secs(20)).unwrap_or_else(|e| bad(format!("acquire {i}: {e:?}")))
-        } else {
-            spin_acquire(&sem, deadline)
-        };
-        if a != Acquired::Clean {
-            recovered += 1;
-        }
+    let (mut max, mut over) = (0u64, 0u64);
+    let recovered = acquire_loop(&sem, |i| {
         if sem.held() != 1 {
             bad(format!("holds {} permits after one acquire", sem.held()));
         }
@@ -614,8 +341,8 @@ fn child_bounded_holders() {
         if !sem.release() {
             bad(format!("release {i}: no permit held"));
         }
-    }
-    say(format!("done max={max} over={over} recovered={recovered}"));
+    });
+    report!("done max={max} over={over} recovered={recovered}");
 }
 
 /// 6 processes contend for a 3-permit semaphore; a holder counter kept in a shared map
@@ -623,32 +350,14 @@ fn child_bounded_holders() {
 #[test]
 fn semaphore_of_3_never_has_more_than_3_holders() {
     let _serial = serial();
-    let seg = Seg::create(HOLD_PROCS as u32);
+    let seg = SegGuard::create(HOLD_PROCS as u32, MIN_RING);
     let primary = seg.primary();
     let (sem, map) = open_hold_objects(&primary);
-    let mut kids: Vec<Kid> = (0..HOLD_PROCS)
-        .map(|i| {
-            let mode = if i % 2 == 0 { "spin" } else { "waiter" };
-            Kid::spawn(
-                "bounded_holders",
-                &seg.name(),
-                &[("ITERS", HOLD_ITERS.to_string()), ("MODE", mode.into())],
-            )
-        })
-        .collect();
-    for k in kids.iter_mut() {
-        k.expect("ready", Duration::from_secs(10));
-    }
-    let t0 = Instant::now();
-    for k in kids.iter_mut() {
-        k.send("go");
-    }
-    let done = collect_done(&mut kids, Duration::from_secs(25));
+    let (done, took) = run_contenders("bounded_holders", &seg, HOLD_PROCS, HOLD_ITERS, &["spin", "waiter"]);
     let max = done.iter().map(|d| field(d, "max")).max().unwrap();
     println!(
-        "holders: {} acquires in {:?}, max concurrent holders {max}",
-        HOLD_PROCS as u64 * HOLD_ITERS,
-        t0.elapsed()
+        "holders: {} acquires in {took:?}, max concurrent holders {max}",
+        HOLD_PROCS as u64 * HOLD_ITERS
     );
     for d in &done {
         assert_eq!(field(d, "over"), 0, "more than {HOLD_PERMITS} holders: {d}");
@@ -673,7 +382,7 @@ fn child_permit_holder() {
         Some(Acquired::Clean) => {}
         other => bad(format!("holder could not take the free permit: {other:?}")),
     }
-    say(format!("holding index={}", ep.index()));
+    report!("holding index={}", ep.index());
     loop {
         thread::sleep(Duration::from_secs(1));
     }
@@ -683,22 +392,22 @@ fn child_permit_waiter() {
     let ep = child_attach();
     let sem = Semaphore::open(&ep, &std::env::var("SEM").unwrap(), 1).unwrap_or_else(|e| bad(format!("sem {e}")));
     let waiter = Waiter::new(sem.clone());
-    say("waiting".into());
+    report!("waiting");
     let r = waiter_acquire(&waiter, 1, Duration::from_secs(20));
-    say(format!("acquired {r:?} held={}", sem.held()));
+    report!("acquired {r:?} held={}", sem.held());
     if r.is_ok() && !sem.release() {
         bad("release after acquire failed".into());
     }
-    say("done".into());
+    report!("done");
 }
 
 /// Starts a holder of the 1-permit semaphore `name` and a waiter queued behind it; checks that
 /// the waiter does not get the permit while the holder lives.
-fn holder_and_waiter(seg: &Seg, name: &str) -> (Kid, Kid) {
-    let mut holder = Kid::spawn("permit_holder", &seg.name(), &[("SEM", name.into())]);
-    holder.expect("holding", Duration::from_secs(10));
-    let mut waiter = Kid::spawn("permit_waiter", &seg.name(), &[("SEM", name.into())]);
-    waiter.expect("waiting", Duration::from_secs(10));
+fn holder_and_waiter(seg: &SegGuard, name: &str) -> (ChildProc, ChildProc) {
+    let mut holder = ChildProc::spawn_with_stdin("permit_holder", &seg.name(), &[("SEM", name.into())]);
+    holder.expect_line("holding", Duration::from_secs(10));
+    let mut waiter = ChildProc::spawn_with_stdin("permit_waiter", &seg.name(), &[("SEM", name.into())]);
+    waiter.expect_line("waiting", Duration::from_secs(10));
     // Several sweep periods with the holder alive: the permit must stay with it.
     thread::sleep(Duration::from_millis(350));
     if let Some(l) = waiter.try_line() {
@@ -716,7 +425,7 @@ fn holder_and_waiter(seg: &Seg, name: &str) -> (Kid, Kid) {
 #[test]
 fn a_killed_holder_s_permit_comes_back() {
     let _serial = serial();
-    let seg = Seg::create(4);
+    let seg = SegGuard::create(4, MIN_RING);
     let primary = seg.primary();
 
     // (a) the waiter's sweep.
@@ -725,10 +434,10 @@ fn a_killed_holder_s_permit_comes_back() {
     let t0 = Instant::now();
     let status = holder.kill();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    let got = waiter.expect("acquired", Duration::from_secs(5));
+    let got = waiter.expect_line("acquired", Duration::from_secs(5));
     let sweep_latency = t0.elapsed();
     assert!(got.starts_with("acquired Ok(Recovered) held=1"), "{got}");
-    waiter.expect("done", Duration::from_secs(5));
+    waiter.expect_line("done", Duration::from_secs(5));
     waiter.expect_success(Duration::from_secs(5));
     assert_eq!(sem_a.available(), 1);
     assert_eq!(
@@ -749,7 +458,7 @@ fn a_killed_holder_s_permit_comes_back() {
     let t0 = Instant::now();
     let freed = seg.0.process_exited(holder.pid);
     let call = t0.elapsed();
-    let got = waiter.expect("acquired", Duration::from_secs(5));
+    let got = waiter.expect_line("acquired", Duration::from_secs(5));
     let exit_latency = t0.elapsed();
     assert_eq!(
         freed,
@@ -757,7 +466,7 @@ fn a_killed_holder_s_permit_comes_back() {
         "process_exited frees the dead holder's index"
     );
     assert!(got.starts_with("acquired Ok(Recovered) held=1"), "{got}");
-    waiter.expect("done", Duration::from_secs(5));
+    waiter.expect_line("done", Duration::from_secs(5));
     waiter.expect_success(Duration::from_secs(5));
     assert_eq!(holder.reap().signal(), Some(libc::SIGKILL));
     assert_eq!(sem_b.available(), 1);
@@ -838,17 +547,17 @@ fn check_value(key: u64, v: &[u8]) -> Result<(), String> {
 fn child_map_writer() {
     let ep = child_attach();
     let map = open_crash_map(&ep).unwrap_or_else(|e| bad(format!("map {e}")));
-    let mut rng = Rng(env_u64("SEED"));
+    let mut rng = Rng(required_u64("SEED"));
     // Values are prepared in advance so that the loop spends most of its time inside the
     // map's lock (copying), where a kill is interesting.
     let values: Vec<(u64, Vec<u8>)> = (0..48)
         .map(|_| {
             let key = rng.range(0, SET_KEYS + DEL_KEYS);
             let len = rng.range(16, MAP_VALUE + 1) as usize;
-            (key, map_value(key, rng.next(), len))
+            (key, map_value(key, rng.next_u64(), len))
         })
         .collect();
-    say("ready".into());
+    report!("ready");
     let mut ops = 0u64;
     loop {
         let (key, v) = &values[rng.range(0, values.len() as u64) as usize];
@@ -860,7 +569,7 @@ fn child_map_writer() {
         }
         ops += 1;
         if ops == 1000 {
-            say("busy".into());
+            report!("busy");
         }
     }
 }
@@ -911,7 +620,7 @@ fn map_survives_writers_killed_mid_set() {
     let _serial = serial();
     let seed = seed("map_survives_writers_killed_mid_set");
     let mut rng = Rng(seed);
-    let seg = Seg::create(4);
+    let seg = SegGuard::create(4, MIN_RING);
     let primary = seg.primary();
     let map = Arc::new(open_crash_map(&primary).unwrap());
     let mut present = BTreeSet::new();
@@ -921,8 +630,8 @@ fn map_survives_writers_killed_mid_set() {
     let mut stale_len = vec![];
     let t0 = Instant::now();
     for round in 0..KILLS {
-        let mut kid = Kid::spawn("map_writer", &seg.name(), &[("SEED", rng.next().to_string())]);
-        kid.expect("busy", Duration::from_secs(10));
+        let mut kid = ChildProc::spawn_with_stdin("map_writer", &seg.name(), &[("SEED", rng.next_u64().to_string())]);
+        kid.expect_line("busy", Duration::from_secs(10));
         // Read alongside the live writer for a random while, then kill it at a random moment.
         let until = Instant::now() + Duration::from_micros(rng.range(0, 20_000));
         while Instant::now() < until {
@@ -991,13 +700,13 @@ fn map_lock_of_a_killed_unreaped_writer_does_not_hang_its_parent() {
     let _serial = serial();
     let seed = seed("map_lock_of_a_killed_unreaped_writer_does_not_hang_its_parent");
     let mut rng = Rng(seed);
-    let seg = Seg::create(4);
+    let seg = SegGuard::create(4, MIN_RING);
     let primary = seg.primary();
     let map = Arc::new(open_crash_map(&primary).unwrap());
     let (mut dropped, mut present) = (0, BTreeSet::new());
     for round in 0..15 {
-        let mut kid = Kid::spawn("map_writer", &seg.name(), &[("SEED", rng.next().to_string())]);
-        kid.expect("busy", Duration::from_secs(10));
+        let mut kid = ChildProc::spawn_with_stdin("map_writer", &seg.name(), &[("SEED", rng.next_u64().to_string())]);
+        kid.expect_line("busy", Duration::from_secs(10));
         thread::sleep(Duration::from_micros(rng.range(0, 5_000)));
         kid.sigkill();
         kid.wait_dead_unreaped();
@@ -1082,9 +791,9 @@ const CONTESTS: [&str; 4] = ["region_size", "sem_permits", "map_capacity", "kind
 
 fn child_object_racer() {
     let ep = child_attach();
-    let me = env_u64("ID");
+    let me = required_u64("ID");
     let variant = me % 2;
-    say("ready".into());
+    report!("ready");
     let start = child_read_line()
         .strip_prefix("go ")
         .and_then(|t| t.parse::<u64>().ok())
@@ -1110,7 +819,7 @@ fn child_object_racer() {
         let map = SharedMap::open(&ep, &format!("m{r}"), 8, 16, 16).unwrap_or_else(|e| bad(format!("map m{r}: {e}")));
         let sem = Semaphore::open(&ep, &format!("s{r}"), 2).unwrap_or_else(|e| bad(format!("sem s{r}: {e}")));
         let contested: Vec<String> = CONTESTS.iter().map(|c| open_variant(&ep, r, c, variant)).collect();
-        say(format!("round {r} {}", contested.join(" ")));
+        report!("round {r} {}", contested.join(" "));
         // Write through this process's handles.
         region.write(me * 8, &(me + 1).to_le_bytes()).unwrap();
         map.increment(b"n", 1.0)
@@ -1146,7 +855,7 @@ fn child_object_racer() {
             Some(_) => thread::sleep(Duration::from_millis(2)),
         }
     }
-    say("done".into());
+    report!("done");
 }
 
 /// 6 processes open the same names at the same instant, 30 times. Same name and parameters
@@ -1157,13 +866,13 @@ fn child_object_racer() {
 #[test]
 fn objects_created_concurrently_by_name_are_one_object() {
     let _serial = serial();
-    let seg = Seg::create(RACERS as u32);
+    let seg = SegGuard::create(RACERS as u32, MIN_RING);
     let primary = seg.primary();
-    let mut kids: Vec<Kid> = (0..RACERS)
-        .map(|i| Kid::spawn("object_racer", &seg.name(), &[("ID", i.to_string())]))
+    let mut kids: Vec<ChildProc> = (0..RACERS)
+        .map(|i| ChildProc::spawn_with_stdin("object_racer", &seg.name(), &[("ID", i.to_string())]))
         .collect();
     for k in kids.iter_mut() {
-        k.expect("ready", Duration::from_secs(10));
+        k.expect_line("ready", Duration::from_secs(10));
     }
     let start = epoch_nanos() + 50_000_000;
     for k in kids.iter_mut() {
@@ -1173,7 +882,7 @@ fn objects_created_concurrently_by_name_are_one_object() {
     let mut results: BTreeMap<u64, Vec<Vec<String>>> = BTreeMap::new();
     for k in kids.iter_mut() {
         for r in 0..RACE_ROUNDS {
-            let l = k.expect(&format!("round {r} "), Duration::from_secs(10));
+            let l = k.expect_line(&format!("round {r} "), Duration::from_secs(10));
             let words: Vec<String> = l.split_whitespace().skip(2).map(str::to_owned).collect();
             assert_eq!(words.len(), CONTESTS.len(), "{l}");
             results.entry(r).or_default().push(words);

@@ -5,10 +5,12 @@
 // the test arrive as JSON lines on the primary's stdin.
 
 const cluster = require('node:cluster')
+const fs = require('node:fs')
 const readline = require('node:readline')
 
 const lib = require('../..')
 
+/** Prints one line straight to stdout (what a worker does once its IPC channel is closed). */
 function write(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')
 }
@@ -33,10 +35,11 @@ function toWorkers(msg) {
 }
 
 /**
- * Primary: relays the workers' lines and hands their other messages to `onMessage(worker, msg)`;
- * once `n` workers have sent { type: 'finished', index }, disconnects them, then prints `end`.
+ * Primary: forks `n` workers, relays their lines and hands their other messages to
+ * `onMessage(worker, msg)`; once all `n` have sent { type: 'finished', index } (see finished),
+ * disconnects them, then prints `end`.
  */
-function endWhenFinished(n, onMessage) {
+function forkUntilFinished(n, onMessage) {
   const finished = new Set()
   relay((worker, msg) => {
     if (onMessage) onMessage(worker, msg)
@@ -45,6 +48,23 @@ function endWhenFinished(n, onMessage) {
       if (finished.size === n) cluster.disconnect(() => out({ event: 'end' }))
     }
   })
+  for (let i = 0; i < n; i++) cluster.fork()
+}
+
+/** Worker: tells forkUntilFinished that worker `index` is finished (`extra`: more fields for the primary). */
+function finished(index, extra) {
+  process.send({ type: 'finished', index, ...extra })
+}
+
+/**
+ * Worker: waits a grace period, within which anything extra (a duplicate) would still arrive,
+ * then prints `report()` and tells the primary that worker `index` is finished.
+ */
+function finishAfterGrace(index, report) {
+  setTimeout(() => {
+    out(report())
+    finished(index)
+  }, 200)
 }
 
 /** Primary: calls `cb(cmd)` for every JSON line on stdin. Returns stop(), which lets the process exit. */
@@ -173,14 +193,72 @@ async function readyWorkers(workers, n) {
   return byIndex
 }
 
+/**
+ * Primary: forks `n` workers, waits until each has told { type: 'ready', index }, then runs
+ * `scenario(byIndex, workers)` (readyWorkers, messagesFromWorkers); once it resolves, prints
+ * `end` and disconnects the workers.
+ */
+async function directWorkers(n, scenario) {
+  const workers = messagesFromWorkers()
+  for (let i = 0; i < n; i++) cluster.fork()
+  const byIndex = await readyWorkers(workers, n)
+  await scenario(byIndex, workers)
+  out({ event: 'end' })
+  cluster.disconnect()
+}
+
+/**
+ * Primary, in a directWorkers scenario: lets worker 0 `go`, SIGKILLs worker `victim` once it
+ * tells { type: 'hanging' } (a request to it is then in flight), printing `killing` with the
+ * time, and resolves once worker 0 tells `finished`.
+ */
+async function goAndKillHanging(byIndex, workers, victim) {
+  byIndex.get(0).send({ type: 'go' })
+  await workers.next('hanging')
+  out({ event: 'killing', at: Date.now() })
+  byIndex.get(victim).process.kill('SIGKILL')
+  await workers.next('finished')
+}
+
+/**
+ * Opens `file` for writing; returns log(line), which appends one line with a single synchronous
+ * write, so the file holds every line logged up to the moment the process is killed.
+ */
+function lineLog(file) {
+  const fd = fs.openSync(file, 'w')
+  return (line) => fs.writeSync(fd, line + '\n')
+}
+
+/** Logs every 'lost' event of `bus` as `L <from> <reason> <count>` (the line faults.spec.js reads). */
+function logLost(bus, log) {
+  bus.on('lost', (e) => log(`L ${e.from} ${e.reason} ${e.count ?? e.bytes}`))
+}
+
+/** An Error with `code` (as handlers throw to test how errors cross processes). */
+function coded(message, code) {
+  const err = new Error(message)
+  err.code = code
+  return err
+}
+
+/** How many times each value occurs: { value: count }. */
+function histogram(values) {
+  const h = {}
+  for (const v of values) h[v] = (h[v] || 0) + 1
+  return h
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 module.exports = {
   lib,
   out,
+  write,
   relay,
   toWorkers,
-  endWhenFinished,
+  forkUntilFinished,
+  finished,
+  finishAfterGrace,
   commands,
   reportErrors,
   watchdog,
@@ -191,6 +269,12 @@ module.exports = {
   commandsFromPrimary,
   messagesFromWorkers,
   readyWorkers,
+  directWorkers,
+  goAndKillHanging,
+  lineLog,
+  logLost,
+  coded,
+  histogram,
   sleep,
   cluster,
 }

@@ -225,6 +225,28 @@ function assertCleanExit(t, r) {
 /** Lines that report a failure inside the fixture (uncaught error, watchdog, stray output). */
 const problems = (r) => r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw !== undefined)
 
+/** Asserts that the fixture printed no error, no watchdog line and no stray (non-empty, non-JSON) line. */
+function noErrors(t, r) {
+  t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.event === 'watchdog' || m.raw), [], r.stderr.slice(-3000))
+}
+
+/**
+ * Runs `script` to its end (runCluster, torn down with the test `t`), asserts a clean exit
+ * (assertCleanExit) and no errors (noErrors); resolves with the run.
+ */
+async function runClean(t, script, args, options) {
+  const r = await runCluster(script, args, { ...options, t })
+  assertCleanExit(t, r)
+  noErrors(t, r)
+  return r
+}
+
+/** The median of a list of numbers (NaN for none). */
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-module.exports = { startCluster, runCluster, assertCleanExit, problems, segmentsOf, fixture, childEnv, sleep, SHM_DIR }
+module.exports = { startCluster, runCluster, runClean, assertCleanExit, noErrors, problems, median, segmentsOf, fixture, childEnv, sleep, SHM_DIR }

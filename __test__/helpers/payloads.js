@@ -1,7 +1,8 @@
 'use strict'
 // Payloads of every kind, shared by the fixtures (which send them) and the tests (which compute
-// what must arrive), and `describe`, a JSON-safe exact description of a value (type included), so
-// a value received in another process can be compared with `t.deepEqual`.
+// what must arrive), `describe`, a JSON-safe exact description of a value (type included), so
+// a value received in another process can be compared with `t.deepEqual`, and seqBuffer, a
+// numbered self-checking Buffer for the streams of the fixtures.
 
 function num(x) {
   return Object.is(x, -0) ? '-0' : String(x) // keeps NaN, Infinity and -0 apart
@@ -83,4 +84,24 @@ function payloadCases() {
   return cases
 }
 
-module.exports = { describe, payloadCases }
+/**
+ * Message `seq` of a numbered stream, `size` (>= 8) bytes: seq and size as u32, then bytes
+ * derived from seq and their position, so that a torn, shifted or mixed-up message shows.
+ */
+function seqBuffer(seq, size) {
+  const b = Buffer.alloc(size)
+  b.writeUInt32LE(seq, 0)
+  b.writeUInt32LE(size, 4)
+  for (let i = 8; i < size; i++) b[i] = (seq ^ i) & 255
+  return b
+}
+
+/** The seq of an intact seqBuffer, or -1. */
+function seqOfBuffer(b) {
+  const seq = b.readUInt32LE(0)
+  if (b.readUInt32LE(4) !== b.length) return -1
+  for (let i = 8; i < b.length; i++) if (b[i] !== ((seq ^ i) & 255)) return -1
+  return seq
+}
+
+module.exports = { describe, payloadCases, seqBuffer, seqOfBuffer }

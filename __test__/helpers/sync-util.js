@@ -1,6 +1,8 @@
 'use strict'
 // Helpers for the sync-*.js fixtures (semaphores, locks, maps across real cluster workers).
 
+const fs = require('node:fs')
+
 const { cluster, out, relay, fromPrimary, toWorkers } = require('./fixture')
 
 /**
@@ -40,4 +42,13 @@ function resultWhenDone(n, bus, result) {
   })
 }
 
-module.exports = { startTogether, ready, resultWhenDone }
+/** The state letter of process `pid` in /proc ('R', 'S', 'Z' for a zombie, ...), or null once it is gone. */
+function processState(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] ?? null
+  } catch {
+    return null
+  }
+}
+
+module.exports = { startTogether, ready, resultWhenDone, processState }

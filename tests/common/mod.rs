@@ -8,15 +8,15 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cluster_shm::core::{platform, Batch, Budget, Endpoint, Inbox, Outbox, SendError, Shared, WriteError};
+use cluster_shm::core::{platform, Attach, Batch, Budget, Endpoint, Inbox, Outbox, SendError, Shared, WriteError};
 
 pub const ROLE_ENV: &str = "CSHM_CHILD_ROLE";
 pub const SEG_ENV: &str = "CSHM_SEGMENT";
@@ -37,6 +37,10 @@ impl SegGuard {
     }
     pub fn name(&self) -> String {
         self.0.name().to_owned()
+    }
+    /// The test's own endpoint: the primary's.
+    pub fn primary(&self) -> Endpoint {
+        Endpoint::attach(self.0.clone(), Attach::Primary).expect("attach primary")
     }
 }
 
@@ -71,17 +75,29 @@ pub struct ChildProc {
     reader: Option<JoinHandle<()>>,
     reaped: Option<ExitStatus>,
     pub role: String,
+    /// The pipe to the child's stdin (`spawn_with_stdin`), for `send`.
+    stdin: Option<ChildStdin>,
 }
 
 impl ChildProc {
+    /// Starts a child with no stdin.
     pub fn spawn(role: &str, segment: &str, env: &[(&str, String)]) -> ChildProc {
+        Self::start(role, segment, env, false)
+    }
+
+    /// Starts a child that reads lines from the parent on stdin (`send`).
+    pub fn spawn_with_stdin(role: &str, segment: &str, env: &[(&str, String)]) -> ChildProc {
+        Self::start(role, segment, env, true)
+    }
+
+    fn start(role: &str, segment: &str, env: &[(&str, String)], with_stdin: bool) -> ChildProc {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
             .env(ROLE_ENV, role)
             .env(SEG_ENV, segment)
             .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
+            .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -90,6 +106,7 @@ impl ChildProc {
         let mut child = cmd.spawn().expect("spawn child");
         let pid = child.id();
         let out = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
@@ -107,7 +124,15 @@ impl ChildProc {
             reader: Some(reader),
             reaped: None,
             role: role.to_owned(),
+            stdin,
         }
+    }
+
+    /// Sends the child one line on its stdin (a child started with `spawn_with_stdin`).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("a child started with spawn_with_stdin");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to child");
+        stdin.flush().expect("flush child stdin");
     }
 
     /// The next protocol line (text after `@@ `), or `None` when the timeout passed or the
@@ -214,6 +239,34 @@ impl ChildProc {
         }
     }
 
+    /// SIGKILL without reaping: the child stays a zombie until `reap`.
+    pub fn sigkill(&mut self) {
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        let r = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(r, 0, "kill {}", self.pid);
+    }
+
+    /// Blocks until the child is dead, without reaping it (waitid with WNOWAIT).
+    pub fn wait_dead_unreaped(&mut self) {
+        // SAFETY: waitid on our own child; `info` is a valid out-parameter.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+            assert_eq!(r, 0, "waitid {}", self.pid);
+        }
+    }
+
+    /// Reaps a dead child (bounded). Returns the exit status.
+    pub fn reap(&mut self) -> ExitStatus {
+        self.wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("child {} not reaped within 10 s", self.pid))
+    }
+
     /// SIGKILL, then reap (bounded). Returns the exit status.
     pub fn kill(&mut self) -> ExitStatus {
         if let Some(s) = self.try_status() {
@@ -265,6 +318,11 @@ pub fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// In a child: the number in `name`, or a `BAD` report and exit.
+pub fn required_u64(name: &str) -> u64 {
+    env_u64(name).unwrap_or_else(|| bad(format!("missing {name}")))
+}
+
 /// Prints a protocol line (one `write`: stdout is line buffered and lines are short).
 #[macro_export]
 macro_rules! report {
@@ -275,6 +333,35 @@ macro_rules! report {
         let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
     }};
+}
+
+/// In a child: reports `BAD <msg>` (the parent's `expect_line` panics with it) and exits with 3.
+pub fn bad(msg: String) -> ! {
+    report!("BAD {msg}");
+    std::process::exit(3)
+}
+
+/// In a child: opens the parent's segment (named in `SEG_ENV`) and starts the watchdog; reports
+/// `FAIL` and exits when it cannot.
+pub fn open_child_segment() -> (String, Arc<Shared>) {
+    let name = std::env::var(SEG_ENV).expect("CSHM_SEGMENT");
+    let shared = Shared::open(&name).unwrap_or_else(|e| {
+        report!("FAIL open {e}");
+        std::process::exit(1)
+    });
+    child_watchdog(Some(shared.clone()));
+    (name, shared)
+}
+
+/// In a child: attaches to the segment `how`; reports `FAIL` and exits when it cannot.
+pub fn attach_or_exit(shared: Arc<Shared>, how: Attach) -> Arc<Endpoint> {
+    match Endpoint::attach(shared, how) {
+        Ok(ep) => Arc::new(ep),
+        Err(e) => {
+            report!("FAIL attach {how:?}: {e:?}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// In a child: exits the process when the parent is gone, the cluster was closed, or the child
