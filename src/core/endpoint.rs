@@ -271,29 +271,33 @@ impl Shared {
     pub fn registry_changed(&self) {
         self.header().registry_epoch.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.geo.endpoints {
-            let bell = &self.slot(i).data_bell;
-            ring_bell_always(bell);
-            if bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel) == bell_state::EVENT_LOOP {
-                loop_bell::ring(self.name(), i);
-            }
+            // The futex for every waiter, announced or not (a sleeping thread gets a second,
+            // redundant ring from `wake_announced`: registry changes are rare).
+            ring_bell_always(&self.slot(i).data_bell);
+            self.wake_announced(i);
         }
     }
 
-    /// Wakes endpoint `index` if it announced that it sleeps, the way it sleeps. Any other value
-    /// of the shared `sleeping` word (damage) gets both wake-ups.
+    /// Wakes endpoint `index` if it announced that it sleeps, the way it sleeps.
     pub fn wake_endpoint(&self, index: u32) {
-        let bell = &self.slot(index).data_bell;
         fence(Ordering::SeqCst);
-        if bell.sleeping.load(Ordering::Relaxed) == bell_state::AWAKE {
+        if self.slot(index).data_bell.sleeping.load(Ordering::Relaxed) == bell_state::AWAKE {
             return;
         }
+        self.wake_announced(index);
+    }
+
+    /// Takes back endpoint `index`'s announcement that it sleeps (its `sleeping` word becomes
+    /// AWAKE) and wakes it the way it announced: the futex for a thread, the loop bell for an
+    /// event loop. Any other value of the shared word (damage) gets both wake-ups.
+    fn wake_announced(&self, index: u32) {
+        let bell = &self.slot(index).data_bell;
         let was = bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel);
         if was == bell_state::AWAKE {
             return;
         }
         if was != bell_state::EVENT_LOOP {
-            bell.seq.fetch_add(1, Ordering::Release);
-            platform::wake(&bell.seq);
+            ring_bell_always(bell);
         }
         if was != bell_state::THREAD {
             loop_bell::ring(self.name(), index);
