@@ -14,6 +14,7 @@ Usage: scripts/core-imports.py [--quiet]   (--quiet: print only errors and cycle
 """
 import pathlib
 import re
+import signal
 import sys
 
 CORE = pathlib.Path(__file__).resolve().parent.parent / "src" / "core"
@@ -219,4 +220,6 @@ def find_cycle(graph, among):
 
 
 if __name__ == "__main__":
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends quietly
     main()
