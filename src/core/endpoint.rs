@@ -1,7 +1,7 @@
 //! A cluster's segment ([`Shared`]) and one process's place in it ([`Endpoint`]).
 //!
 //! This is the registry of who holds which index, and nothing above it: taking and giving back
-//! an index ([`Endpoint::claim`], [`Endpoint::give_back`], [`Shared::free_indices_of`]) does not
+//! an index (`Endpoint::claim`, `Endpoint::give_back`, `Shared::free_indices_of`) does not
 //! touch what the objects keep per index. [`super::reclaim`] does, and offers the public
 //! `Endpoint::attach` / `detach` and `Shared::release_pid` / `process_exited` built on these;
 //! `Endpoint::holder_word` lives with the holder words in [`super::objects`].

@@ -10,7 +10,7 @@
 //!     `UL_COMPARE_AND_WAIT_SHARED`, else a bounded sleep-poll. All three are resolved once at
 //!     run time with `dlsym`, so one binary runs on every macOS version Node supports.
 //!   - Windows: `WaitOnAddress` does not cross processes, so a word inside a registered
-//!     segment (see [`register_segment`]) gets a named manual-reset Event, named from the
+//!     segment (see `register_segment`) gets a named manual-reset Event, named from the
 //!     segment's name and the word's offset in it; words outside any segment (process-local,
 //!     e.g. in tests) use `WaitOnAddress` / `WakeByAddressAll`.
 //!   - Elsewhere: a bounded sleep-poll.
