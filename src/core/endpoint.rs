@@ -1,5 +1,11 @@
 //! A cluster's segment ([`Shared`]) and one process's place in it ([`Endpoint`]).
 //!
+//! This is the registry of who holds which index, and nothing above it: taking and giving back
+//! an index (`Endpoint::claim`, `Endpoint::give_back`, `Shared::free_indices_of`) does not
+//! touch what the objects keep per index. [`super::reclaim`] does, and offers the public
+//! `Endpoint::attach` / `detach` and `Shared::release_pid` / `process_exited` built on these;
+//! `Endpoint::holder_word` lives with the holder words in [`super::objects`].
+//!
 //! ```
 //! use cluster_shm::core::{Shared, Endpoint, Attach};
 //! let primary = Shared::create(2, 64 * 1024).unwrap();          // 2 workers + the primary
@@ -235,9 +241,9 @@ impl Shared {
             .collect()
     }
 
-    /// Frees every worker index held by `pid` (the primary calls this from cluster's 'exit').
-    /// Returns the freed indices.
-    pub fn release_pid(self: &Arc<Self>, pid: u32) -> Vec<u32> {
+    /// Frees every index held by `pid`, and returns them. Does not announce it: see
+    /// `Shared::release_pid` in [`super::reclaim`].
+    pub(super) fn free_indices_of(&self, pid: u32) -> Vec<u32> {
         let mut freed = vec![];
         for i in 0..self.geo.endpoints {
             let reg = &self.slot(i).registration;
@@ -252,18 +258,6 @@ impl Shared {
                 freed.push(i);
             }
         }
-        if !freed.is_empty() {
-            super::topics::clear_indices(self, &freed);
-            self.registry_changed();
-        }
-        freed
-    }
-
-    /// What the primary does when cluster reports that `pid` exited: frees its indices and takes
-    /// back the semaphore permits it held. Returns the freed indices.
-    pub fn process_exited(self: &Arc<Self>, pid: u32) -> Vec<u32> {
-        let freed = self.release_pid(pid);
-        super::semaphore::release_pid(self, pid);
         freed
     }
 
@@ -271,29 +265,33 @@ impl Shared {
     pub fn registry_changed(&self) {
         self.header().registry_epoch.fetch_add(1, Ordering::AcqRel);
         for i in 0..self.geo.endpoints {
-            let bell = &self.slot(i).data_bell;
-            ring_bell_always(bell);
-            if bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel) == bell_state::EVENT_LOOP {
-                loop_bell::ring(self.name(), i);
-            }
+            // The futex for every waiter, announced or not (a sleeping thread gets a second,
+            // redundant ring from `wake_announced`: registry changes are rare).
+            ring_bell_always(&self.slot(i).data_bell);
+            self.wake_announced(i);
         }
     }
 
-    /// Wakes endpoint `index` if it announced that it sleeps, the way it sleeps. Any other value
-    /// of the shared `sleeping` word (damage) gets both wake-ups.
+    /// Wakes endpoint `index` if it announced that it sleeps, the way it sleeps.
     pub fn wake_endpoint(&self, index: u32) {
-        let bell = &self.slot(index).data_bell;
         fence(Ordering::SeqCst);
-        if bell.sleeping.load(Ordering::Relaxed) == bell_state::AWAKE {
+        if self.slot(index).data_bell.sleeping.load(Ordering::Relaxed) == bell_state::AWAKE {
             return;
         }
+        self.wake_announced(index);
+    }
+
+    /// Takes back endpoint `index`'s announcement that it sleeps (its `sleeping` word becomes
+    /// AWAKE) and wakes it the way it announced: the futex for a thread, the loop bell for an
+    /// event loop. Any other value of the shared word (damage) gets both wake-ups.
+    fn wake_announced(&self, index: u32) {
+        let bell = &self.slot(index).data_bell;
         let was = bell.sleeping.swap(bell_state::AWAKE, Ordering::AcqRel);
         if was == bell_state::AWAKE {
             return;
         }
         if was != bell_state::EVENT_LOOP {
-            bell.seq.fetch_add(1, Ordering::Release);
-            platform::wake(&bell.seq);
+            ring_bell_always(bell);
         }
         if was != bell_state::THREAD {
             loop_bell::ring(self.name(), index);
@@ -349,7 +347,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn attach(shared: Arc<Shared>, how: Attach) -> Result<Endpoint, AttachError> {
+    /// Takes an index as `how` says. Does not announce it, nor drop what the previous holder
+    /// left: see `Endpoint::attach` in [`super::reclaim`].
+    pub(super) fn claim(shared: Arc<Shared>, how: Attach) -> Result<Endpoint, AttachError> {
         if shared.is_closed() {
             return Err(AttachError::Closed);
         }
@@ -386,9 +386,6 @@ impl Endpoint {
         };
         shared.slot(index).data_bell.sleeping.store(0, Ordering::Release);
         shared.slot(index).registration.flags.store(0, Ordering::Release);
-        // Subscriptions belong to a process, not to an index: drop the previous holder's.
-        super::topics::clear_indices(&shared, &[index]);
-        shared.registry_changed();
         Ok(Endpoint { shared, index, owner })
     }
 
@@ -410,9 +407,9 @@ impl Endpoint {
         }
     }
 
-    /// This attachment as a holder of permits and locks (see `objects::holder_word`).
-    pub fn holder_word(&self) -> u64 {
-        super::objects::holder_word(self.index, owner_gen(self.owner), owner_pid(self.owner))
+    /// The PID of this attachment's process.
+    pub(super) fn pid(&self) -> u32 {
+        owner_pid(self.owner)
     }
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -425,11 +422,12 @@ impl Endpoint {
         self.shared.slot(self.index).registration.owner.load(Ordering::Acquire) == self.owner
     }
 
-    /// Gives the index back. Idempotent; a no-op when somebody else took the index meanwhile.
-    pub fn detach(&self) {
+    /// Gives the index back; false when it was not held any more (given back already, or
+    /// somebody else took it meanwhile). Does not announce it: see `Endpoint::detach` in
+    /// [`super::reclaim`].
+    pub(super) fn give_back(&self) -> bool {
         let reg = &self.shared.slot(self.index).registration;
-        if reg
-            .owner
+        reg.owner
             .compare_exchange(
                 self.owner,
                 owner(owner_gen(self.owner), 0),
@@ -437,10 +435,6 @@ impl Endpoint {
                 Ordering::Relaxed,
             )
             .is_ok()
-        {
-            super::topics::clear_indices(&self.shared, &[self.index]);
-            self.shared.registry_changed();
-        }
     }
 
     /// Indices currently held by a process (this one included), primary last.

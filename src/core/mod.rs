@@ -22,11 +22,16 @@
 //! shared.close_cluster();
 //! ```
 //!
-//! Modules, bottom-up: [`platform`] (futex wait/wake, process identity), [`segment`] (the named
-//! mapping), [`layout`] (every byte of the segment), [`ring`] (one SPSC ring of frames),
-//! [`endpoint`] (the registry of who holds which index), [`outbox`] and [`inbox`] (sending and
-//! receiving for one endpoint), [`loop_bell`] (waking a receiver's event loop in one hop), [`objects`] (named objects in the shared heap: [`semaphore`],
-//! [`map`], regions).
+//! Modules, bottom-up (`scripts/core-imports.py` prints who uses whom and fails on a cycle):
+//! [`layout`] (every byte of the segment), [`platform`] (futex wait/wake, process identity;
+//! `platform/mod.rs` is the interface, one file per OS behind it), [`segment`] (the named
+//! mapping; `segment/mod.rs` is the interface, POSIX and Windows behind it), [`ring`] (one SPSC
+//! ring of frames), [`loop_bell`] (waking a receiver's event loop in one hop), [`endpoint`] (the
+//! registry of who holds which index), [`outbox`] and [`inbox`] (sending and receiving for one
+//! endpoint), [`objects`] (named objects in the shared heap: regions, and the holder words and
+//! robust locks of [`semaphore`], [`map`] and [`topics`]), and [`reclaim`] (what the objects
+//! lose when an index changes hands or a process dies: `Endpoint::attach` / `detach`,
+//! `Shared::release_pid` / `process_exited`).
 
 pub mod endpoint;
 #[doc(hidden)]
@@ -38,6 +43,7 @@ pub mod map;
 pub mod objects;
 pub mod outbox;
 pub mod platform;
+pub mod reclaim;
 pub mod ring;
 pub mod segment;
 pub mod semaphore;

@@ -35,6 +35,13 @@ pub fn holder_word(index: u32, generation: u32, pid: u32) -> u64 {
     pid as u64 | ((index as u64 & 0xffff) << 32) | ((generation as u64 & 0xffff) << 48)
 }
 
+impl Endpoint {
+    /// This attachment as a holder of permits and locks (see [`holder_word`]).
+    pub fn holder_word(&self) -> u64 {
+        holder_word(self.index(), self.generation(), self.pid())
+    }
+}
+
 pub fn is_free(word: u64) -> bool {
     word as u32 == 0
 }

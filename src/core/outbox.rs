@@ -430,3 +430,41 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::core::loop_bell::{bell_state, LoopBell};
+    use crate::core::{Attach, Shared};
+
+    #[test]
+    fn a_sender_rings_the_loop_bell_only_of_an_announced_sleeping_event_loop() {
+        let shared = Shared::create(1, 4096).unwrap();
+        let primary = Arc::new(Endpoint::attach(shared.clone(), Attach::Primary).unwrap());
+        let worker = Arc::new(Endpoint::attach(Shared::open(shared.name()).unwrap(), Attach::Any).unwrap());
+        let bell = LoopBell::bind(shared.name(), primary.index()).unwrap();
+        let out = Outbox::new(worker.clone());
+        let sleeping = &primary.data_bell().sleeping;
+
+        // Awake receiver: no datagram, no system call.
+        assert!(out.try_write(primary.index(), crate::core::kind::BYTES, b"a").unwrap());
+        assert!(!bell.clear());
+        // A delivery thread sleeps: the futex is rung, not the loop bell.
+        sleeping.store(bell_state::THREAD, Ordering::SeqCst);
+        assert!(out.try_write(primary.index(), crate::core::kind::BYTES, b"b").unwrap());
+        assert!(!bell.clear());
+        assert_eq!(sleeping.load(Ordering::SeqCst), bell_state::AWAKE);
+        // The event loop sleeps: exactly one datagram, and the announcement is consumed.
+        sleeping.store(bell_state::EVENT_LOOP, Ordering::SeqCst);
+        assert!(out.try_write(primary.index(), crate::core::kind::BYTES, b"c").unwrap());
+        assert!(out.try_write(primary.index(), crate::core::kind::BYTES, b"d").unwrap());
+        assert!(bell.clear());
+        assert!(!bell.clear());
+        assert_eq!(sleeping.load(Ordering::SeqCst), bell_state::AWAKE);
+        // Registry changes wake a sleeping event loop too.
+        sleeping.store(bell_state::EVENT_LOOP, Ordering::SeqCst);
+        shared.registry_changed();
+        assert!(bell.clear());
+        shared.close_cluster();
+    }
+}
