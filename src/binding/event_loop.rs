@@ -308,7 +308,9 @@ unsafe extern "C" fn on_timer_closed(handle: *mut c_void) {
 fn service(st: &Arc<State>) {
     let Some(inner) = st.inner.upgrade() else { return };
     let ep = &inner.ep;
-    ep.data_bell().sleeping.store(bell_state::AWAKE, std::sync::atomic::Ordering::Relaxed);
+    ep.data_bell()
+        .sleeping
+        .store(bell_state::AWAKE, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     loop {
         if st.stopped.get() || inner.closed.load(std::sync::atomic::Ordering::Acquire) {

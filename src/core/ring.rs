@@ -472,10 +472,15 @@ pub(crate) mod tests {
         let mut cursor = 0;
         let mut next = 0u32;
         for round in 0..60usize {
-            let payloads: Vec<Vec<u8>> = (0..1 + round % 9).map(|i| vec![(round + i) as u8; (round * 13 + i * 29) % 120]).collect();
+            let payloads: Vec<Vec<u8>> = (0..1 + round % 9)
+                .map(|i| vec![(round + i) as u8; (round * 13 + i * 29) % 120])
+                .collect();
             // One message that is a frame too long ends the batch without being written.
             let too_long = [0u8; 241];
-            let msgs = payloads.iter().map(|p| (kind::BYTES, &p[..])).chain(std::iter::once((kind::UTF8, &too_long[..])));
+            let msgs = payloads
+                .iter()
+                .map(|p| (kind::BYTES, &p[..]))
+                .chain(std::iter::once((kind::UTF8, &too_long[..])));
             let n = r.write_single_frames(msgs, 240).unwrap();
             assert!(n <= payloads.len());
             // The ring takes what fits (at most 1024 bytes), in order, whole, with consecutive seqs.
