@@ -1,6 +1,6 @@
 'use strict'
 // The report of one run: results.json (every raw figure), results.md (tables: figures, ratios of
-// cluster-shm against each peer, the goals of DESIGN.md) and chart.svg. A full run also puts the
+// cluster-shm against each peer, the goals of docs/design.md) and chart.svg. A full run also puts the
 // tables and the chart into bench/README.md (between the `results` markers). The native figures
 // of the last `cargo bench` (bench/results/native.json) are shown beside them with their own date.
 
@@ -197,7 +197,7 @@ function markdown(meta, rows, f, native) {
 
   const goals = goalRows(f, N)
   if (goals.length) {
-    out.push('\n#### Goals (DESIGN.md), as ratios of this run\n')
+    out.push('\n#### Goals ([docs/design.md](../docs/design.md#performance-goals)), as ratios of this run\n')
     out.push(table(['goal', 'target', 'measured', 'met'], goals))
   }
 
