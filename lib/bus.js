@@ -11,10 +11,12 @@
 //   Requests  (lib/requests.js)  requests, handlers, pending requests } and Incoming to need delivery
 //   NamedObjects (lib/objects.js) semaphores, regions and maps opened through this bus
 // Each part reads the others through fields fixed at construction (one shape per class, so every
-// call between them is monomorphic), and nothing is allocated per message for the split: write()
-// goes BusState#target -> encode -> Outgoing#write -> #stage as before, and the dispatch loop
-// (Incoming#handle) calls Topics#receive / Requests#receive* directly. The modules depend
-// downward only: Incoming is below Topics and Requests, which it reaches through connect().
+// call between them is monomorphic), and nothing is allocated per message for the split. The hot
+// paths keep their calls: write() is Bus#write (BusState#target and encode inlined) calling
+// Outgoing#write, which stages, as Bus#write called Bus#stage before; the dispatch loop
+// (Incoming#handle) calls Topics#receive / Requests#receive* as it called Bus#handleTopic etc.
+// The modules depend downward only: Incoming is below Topics and Requests, which it reaches
+// through connect().
 
 const { EventEmitter } = require('node:events')
 const { fail } = require('./errors.js')

@@ -9,7 +9,7 @@ const { UTF8, encode } = require('./codec.js')
 
 const RESOLVED = Promise.resolve()
 
-// Small writes are staged in JS and flushed in one native call (see Outgoing#stage).
+// Small writes are staged in JS and flushed in one native call (see Outgoing#write).
 const STAGED_MAX = 1024 // largest payload staged, in bytes
 const STAGE_BYTES = 64 * 1024
 /** Ring bytes a single-frame message of `len` payload bytes takes (src/core/layout.rs frame_size). */
@@ -27,7 +27,7 @@ class Outgoing {
   #state
   #native
   #completions = new Map() // id of a queued send or acquire -> resolve(result)
-  #staged = [] // per target: small writes waiting for one native call (see #stage)
+  #staged = [] // per target: small writes waiting for one native call (see write())
   #stagedMax = STAGED_MAX // largest payload staged: at most one ring frame (tiny rings have smaller ones)
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
@@ -57,22 +57,21 @@ class Outgoing {
     return new Promise((resolve) => this.#completions.set(id, resolve))
   }
 
-  /** Bus#write to the other process at native index `t`. */
-  write(t, kind, payload) {
-    const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
-    if (len <= this.#stagedMax) return this.#stage(t, kind, payload, len)
-    this.#flush(t)
-    return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
-  }
-
   /**
-   * Small writes are staged here and written to the ring by one native call per microtask (or
-   * when the credit runs out): the N-API boundary, not the ring, is what a small write costs.
-   * `credit` is ring space that surely takes them (see Outbox::credit), so a staged write is a
-   * promise the ring keeps: it returns true only when the message will fit.
-   * `len` is the payload's byte length, or -1 for a string short enough to skip measuring.
+   * Bus#write to the other process at native index `t`. Small writes are staged here and written
+   * to the ring by one native call per microtask (or when the credit runs out): the N-API
+   * boundary, not the ring, is what a small write costs. `credit` is ring space that surely
+   * takes them (see Outbox::credit), so a staged write is a promise the ring keeps: it returns
+   * true only when the message will fit. (One method, not write() calling a #stage(): Bus#write
+   * already adds a call in front of it.)
    */
-  #stage(t, kind, payload, len) {
+  write(t, kind, payload) {
+    // The payload's byte length, or -1 for a string short enough to skip measuring.
+    const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
+    if (len > this.#stagedMax) {
+      this.#flush(t)
+      return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+    }
     let st = this.#staged[t]
     if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, count: 0, credit: 0, scheduled: false }
     if (this.#queuedTo[t] > 0) return false // queued send()s to t go first
