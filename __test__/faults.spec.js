@@ -394,8 +394,11 @@ function readableCopy(t) {
   for (const f of fs.readdirSync(REPO)) {
     if (f === 'package.json' || f === 'index.js' || f === 'binding.js' || f.endsWith('.node')) fs.copyFileSync(path.join(REPO, f), path.join(dir, f))
   }
-  fs.chmodSync(dir, 0o755)
-  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644)
+  fs.cpSync(path.join(REPO, 'lib'), path.join(dir, 'lib'), { recursive: true })
+  for (const d of [dir, path.join(dir, 'lib')]) {
+    fs.chmodSync(d, 0o755)
+    for (const f of fs.readdirSync(d, { withFileTypes: true })) if (f.isFile()) fs.chmodSync(path.join(d, f.name), 0o644)
+  }
   return dir
 }
 

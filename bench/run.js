@@ -112,7 +112,7 @@ function libraryInfo() {
   }
   // BENCH_LIB_COMMIT labels a clean copy (e.g. `git archive` of a commit) that has no .git.
   const commit = process.env.BENCH_LIB_COMMIT || git('rev-parse', '--short', 'HEAD')
-  const changed = process.env.BENCH_LIB_COMMIT ? '' : commit === null ? null : git('status', '--porcelain', '--', 'src', 'index.js', 'binding.js')
+  const changed = process.env.BENCH_LIB_COMMIT ? '' : commit === null ? null : git('status', '--porcelain', '--', 'src', 'index.js', 'lib', 'binding.js')
   let binary = null
   try {
     const f = fs.readdirSync(dir).find((x) => x.startsWith('cluster-shm.') && x.endsWith('.node'))

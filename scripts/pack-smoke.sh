@@ -37,7 +37,7 @@ main_files=$(tar -tzf "$main_tgz" | sort)
 plat_files=$(tar -tzf "$plat_tgz" | sort)
 echo "$(basename "$main_tgz"): $(echo $main_files)"
 echo "$(basename "$plat_tgz"): $(echo $plat_files)"
-for f in index.js index.d.ts binding.js package.json; do grep -qx "package/$f" <<<"$main_files" || die "main tarball lacks $f"; done
+for f in index.js index.d.ts binding.js package.json lib/*.js; do grep -qx "package/$f" <<<"$main_files" || die "main tarball lacks $f"; done
 grep -q '\.node$' <<<"$main_files" && die "the main tarball carries a binary (it belongs in the platform package)"
 grep -qx "package/$binary" <<<"$plat_files" || die "platform tarball lacks $binary"
 

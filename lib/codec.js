@@ -1,0 +1,68 @@
+'use strict'
+// The wire vocabulary shared with Rust: frame kinds and batch events, the record header of a
+// delivered batch, and the payload codec (string / bytes / v8-serialized value).
+
+const v8 = require('node:v8')
+const { fail } = require('./errors.js')
+
+// Frame kinds (src/core/layout.rs `kind`) and batch events (src/core/inbox.rs `event`).
+const BYTES = 1
+const UTF8 = 2
+const VALUE = 3
+// Envelopes for a process (not a mailbox) start with the receiver's generation (u16 LE): a
+// successor at the same index drops what was meant for its predecessor.
+const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
+const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][0 u16][method][data]
+const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
+const PEER_UP = 16
+const PEER_DOWN = 17
+const LOST = 18
+const CORRUPT = 19
+const CLOSED = 20
+const RECORD_HEADER = 8
+const RECORD_LARGE = 1 // record flag: the payload is the batch's next large buffer
+
+function isUint8(data) {
+  return Buffer.isBuffer(data) || (data instanceof Uint8Array && data.constructor === Uint8Array)
+}
+
+function bytesOf(payload) {
+  return typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+}
+
+/** Returns [kind, payload]: a string stays a string (written without a Buffer in between). */
+function encode(data) {
+  if (typeof data === 'string') return [UTF8, data]
+  if (isUint8(data)) return [BYTES, data]
+  try {
+    return [VALUE, v8.serialize(data)]
+  } catch (err) {
+    return fail('ERR_UNSERIALIZABLE', `payload cannot be serialized: ${err.message}`)
+  }
+}
+
+function decode(kind, batch, start, end) {
+  if (kind === UTF8) return batch.toString('utf8', start, end)
+  if (kind === BYTES) return batch.subarray(start, end)
+  return v8.deserialize(batch.subarray(start, end))
+}
+
+module.exports = {
+  BYTES,
+  UTF8,
+  VALUE,
+  TOPIC,
+  REQUEST,
+  RESPONSE,
+  PEER_UP,
+  PEER_DOWN,
+  LOST,
+  CORRUPT,
+  CLOSED,
+  RECORD_HEADER,
+  RECORD_LARGE,
+  isUint8,
+  bytesOf,
+  encode,
+  decode,
+}

@@ -1,0 +1,198 @@
+'use strict'
+// Request/response: request() and requestAll() with their pending requests (settled by the
+// answer, a timeout, an abort, the responder leaving or close()), the handlers of respond() and
+// handle(method), and the request and response envelopes on the wire.
+
+const v8 = require('node:v8')
+const { ClusterShmError, RemoteError, fail } = require('./errors.js')
+const { checkRequestOptions } = require('./options.js')
+const { VALUE, REQUEST, RESPONSE, bytesOf, encode, decode } = require('./codec.js')
+
+const HANDLES_REQUESTS = 1 // src/core/layout.rs
+
+function requestEnvelope(generation, id, kind, method, payload) {
+  const m = Buffer.from(method, 'utf8')
+  const head = Buffer.alloc(12)
+  head.writeUInt16LE(generation, 0)
+  head[2] = kind
+  head.writeUInt32LE(id, 4)
+  head.writeUInt16LE(m.length, 8)
+  return Buffer.concat([head, m, bytesOf(payload)])
+}
+
+function responseEnvelope(generation, id, kind, status, payload) {
+  const head = Buffer.alloc(8)
+  head.writeUInt16LE(generation, 0)
+  head[2] = kind
+  head[3] = status
+  head.writeUInt32LE(id, 4)
+  return Buffer.concat([head, bytesOf(payload)])
+}
+
+class Requests {
+  #state
+  #outgoing
+  #incoming
+  #handlers = new Map() // method ('' = respond()) -> handler
+  #pending = new Map() // request id -> { to, settle }
+  #nextRequest = 0
+
+  constructor(state, outgoing, incoming) {
+    this.#state = state
+    this.#outgoing = outgoing
+    this.#incoming = incoming
+  }
+
+  /** Whether handlers or pending requests need delivery. */
+  get active() {
+    return this.#handlers.size > 0 || this.#pending.size > 0
+  }
+
+  /** Bus#request. */
+  request(to, data, options) {
+    try {
+      const { timeout, signal, method } = checkRequestOptions(options)
+      const state = this.#state
+      const t = state.target(to)
+      const [kind, payload] = encode(data)
+      if (signal?.aborted) fail('ERR_ABORTED', 'the request was aborted')
+      let generation = state.generation
+      if (t !== -2) {
+        const holder = state.native.holderInfo(t) // [generation, flags] or null
+        if (holder === null) fail('ERR_NOT_ATTACHED', `no process is attached at ${to}`)
+        if ((holder[1] & HANDLES_REQUESTS) === 0) throw new RemoteError(`no handler for requests at ${to}`, 'ERR_NO_HANDLER', to)
+        generation = holder[0]
+      }
+      const id = (this.#nextRequest = (this.#nextRequest + 1) >>> 0)
+      return new Promise((resolve, reject) => {
+        let timer
+        const onAbort = () => settle(new ClusterShmError('ERR_ABORTED', 'the request was aborted'))
+        const settle = (err, value) => {
+          if (!this.#pending.delete(id)) return
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          this.#incoming.update()
+          if (err) reject(err)
+          else resolve(value)
+        }
+        this.#pending.set(id, { to: t, settle })
+        timer = setTimeout(() => settle(new ClusterShmError('ERR_TIMEOUT', `no answer from ${to} within ${timeout} ms`)), timeout)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.#incoming.update()
+        const envelope = requestEnvelope(generation, id, kind, method, payload)
+        if (t === -2) return state.later(() => this.receiveRequest(state.self, envelope, 0, envelope.length))
+        this.#outgoing.send(t, REQUEST, envelope, undefined, true).then(undefined, (err) => settle(err))
+      })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Bus#requestAll. */
+  requestAll(data, options) {
+    try {
+      checkRequestOptions(options)
+      if (this.#state.closed) fail('ERR_CLOSED', 'the bus is closed')
+      const targets = this.#state.peers()
+      const results = targets.map((to) =>
+        this.request(to, data, options).then(
+          (value) => ({ from: to, data: value }),
+          (err) => ({ from: to, code: err.code ?? 'ERR_REMOTE', message: err.message, failed: true }),
+        ),
+      )
+      return Promise.all(results).then((all) => ({
+        answers: all.filter((r) => !r.failed),
+        failures: all.filter((r) => r.failed).map(({ failed, ...r }) => r),
+      }))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Bus#handle (and respond(), method ''). */
+  handle(method, handler) {
+    if (typeof method !== 'string') fail('ERR_INVALID_ARG', 'method must be a string')
+    if (typeof handler !== 'function') fail('ERR_INVALID_ARG', 'handler must be a function')
+    const state = this.#state
+    if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    this.#handlers.set(method, handler)
+    state.native.setHandlesRequests(true) // requesters check this before they send
+    this.#incoming.update()
+    return {
+      unsubscribe: () => {
+        if (this.#handlers.get(method) === handler) this.#handlers.delete(method)
+        if (this.#handlers.size === 0 && !state.closed) state.native.setHandlesRequests(false)
+        this.#incoming.update()
+      },
+    }
+  }
+
+  /** Runs the handler of the request envelope `b[start..end]` and sends its answer back. */
+  receiveRequest(from, b, start, end) {
+    const state = this.#state
+    if (b.readUInt16LE(start) !== state.generation) return // meant for this index's previous holder
+    const kind = b[start + 2]
+    const id = b.readUInt32LE(start + 4)
+    const methodEnd = start + 12 + b.readUInt16LE(start + 8)
+    const method = b.toString('utf8', start + 12, methodEnd)
+    // The requester's generation, so the answer cannot reach a successor of it.
+    const back = from === state.self ? state.generation : state.native.holderInfo(from)?.[0]
+    if (back === undefined) return // the requester left
+    const handler = this.#handlers.get(method) ?? (method === '' ? undefined : this.#handlers.get('*'))
+    const reply = (status, value) => {
+      if (state.closed) return
+      let envelope
+      try {
+        const [k, payload] = encode(value)
+        envelope = responseEnvelope(back, id, k, status, payload)
+      } catch (err) {
+        envelope = responseEnvelope(back, id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
+      }
+      if (from === state.self) return state.later(() => this.receiveResponse(from, envelope, 0, envelope.length))
+      this.#outgoing.send(from, RESPONSE, envelope, undefined, true).catch(() => {}) // the requester left: nobody to tell
+    }
+    if (handler === undefined) return reply(1, { message: `no handler for ${method === '' ? 'requests' : `method "${method}"`} at ${state.toPublic(state.self)}`, code: 'ERR_NO_HANDLER' })
+    let data
+    try {
+      data = decode(kind, b, methodEnd, end)
+    } catch (err) {
+      return reply(1, { message: err.message, code: 'ERR_UNSERIALIZABLE' })
+    }
+    Promise.resolve()
+      .then(() => handler(data, { from: state.toPublic(from), method }))
+      .then(
+        (value) => reply(0, value),
+        (err) => reply(1, { message: String(err?.message ?? err), code: err?.code ?? 'ERR_REMOTE', name: err?.name }),
+      )
+  }
+
+  /** Settles the pending request that the response envelope `b[start..end]` answers. */
+  receiveResponse(from, b, start, end) {
+    const state = this.#state
+    if (b.readUInt16LE(start) !== state.generation) return // meant for this index's previous holder
+    const id = b.readUInt32LE(start + 4)
+    const pending = this.#pending.get(id)
+    if (pending === undefined || pending.to !== from && !(from === state.self && pending.to === -2)) return // late: timed out or aborted
+    let value
+    try {
+      value = decode(b[start + 2], b, start + 8, end)
+    } catch (err) {
+      return pending.settle(new ClusterShmError('ERR_UNSERIALIZABLE', `answer cannot be decoded: ${err.message}`))
+    }
+    if (b[start + 3] === 0) return pending.settle(null, value)
+    const err = new RemoteError(value?.message ?? 'remote handler failed', value?.code ?? 'ERR_REMOTE', state.toPublic(from))
+    pending.settle(err)
+  }
+
+  /** The process at native index `from` left: what was asked of it gets no answer. */
+  peerGone(from, address) {
+    for (const [, p] of this.#pending) if (p.to === from) p.settle(new ClusterShmError('ERR_PEER_GONE', `${address} left before answering`))
+  }
+
+  /** The bus is closing: every pending request rejects with ERR_CLOSED. */
+  close() {
+    for (const [, p] of this.#pending) p.settle(new ClusterShmError('ERR_CLOSED', 'the bus was closed'))
+  }
+}
+
+module.exports = { Requests }

@@ -1,0 +1,121 @@
+'use strict'
+// Topics: subscriptions by topic or prefix pattern (`a.b.*`), publish() to exactly the processes
+// subscribed (the registry in the segment says which), and the topic envelope on the wire.
+
+const { fail } = require('./errors.js')
+const { checkTimeoutOption } = require('./options.js')
+const { TOPIC, bytesOf, encode, decode } = require('./codec.js')
+
+/** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
+function* topicPatterns(topic) {
+  yield topic
+  for (let i = topic.lastIndexOf('.'); i >= 0; i = topic.lastIndexOf('.', i - 1)) yield `${topic.slice(0, i + 1)}*`
+  yield '*'
+}
+
+class Topics {
+  #state
+  #outgoing
+  #incoming
+  #topics = new Map() // topic or pattern -> Set of callbacks
+
+  constructor(state, outgoing, incoming) {
+    this.#state = state
+    this.#outgoing = outgoing
+    this.#incoming = incoming
+  }
+
+  /** Whether any subscription needs delivery. */
+  get active() {
+    return this.#topics.size > 0
+  }
+
+  /** Bus#subscribe(topic, callback). */
+  subscribe(topic, callback) {
+    if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+    if (typeof callback !== 'function') fail('ERR_INVALID_ARG', 'callback must be a function')
+    const state = this.#state
+    if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    let set = this.#topics.get(topic)
+    if (set === undefined) {
+      state.native.topicSubscribe(topic)
+      set = new Set()
+      this.#topics.set(topic, set)
+    }
+    const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
+    set.add(entry)
+    this.#incoming.update()
+    let active = true
+    return {
+      unsubscribe: () => {
+        if (!active) return
+        active = false
+        set.delete(entry)
+        if (set.size === 0 && this.#topics.get(topic) === set) {
+          this.#topics.delete(topic)
+          if (!state.closed) state.native.topicUnsubscribe(topic)
+        }
+        this.#incoming.update()
+      },
+    }
+  }
+
+  /** Bus#publish. */
+  publish(topic, data, options) {
+    try {
+      const timeout = checkTimeoutOption(options)
+      if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+      const state = this.#state
+      if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+      const pairs = state.native.topicTargets(topic) // [index, generation, ...]
+      const [kind, payload] = encode(data)
+      const topicBytes = Buffer.from(topic, 'utf8')
+      const head = Buffer.alloc(4)
+      head[2] = kind
+      head[3] = topicBytes.length
+      const envelope = Buffer.concat([head, topicBytes, bytesOf(payload)])
+      const targets = []
+      const generations = []
+      let self = false
+      for (let i = 0; i < pairs.length; i += 2) {
+        if (pairs[i] === state.self) self = true
+        else targets.push(pairs[i]), generations.push(pairs[i + 1])
+      }
+      if (self) {
+        const mine = Buffer.from(envelope)
+        mine.writeUInt16LE(state.generation, 0)
+        state.later(() => this.receive(state.self, mine, 0, mine.length))
+      }
+      return this.#outgoing.fanOut(targets, TOPIC, envelope, timeout, generations).then((n) => n + (self ? 1 : 0))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
+  receive(from, b, start, end) {
+    const state = this.#state
+    if (b.readUInt16LE(start) !== state.generation) return // meant for this index's previous holder
+    const kind = b[start + 2]
+    const topicEnd = start + 4 + b[start + 3]
+    const topic = b.toString('utf8', start + 4, topicEnd)
+    const callbacks = []
+    for (const name of topicPatterns(topic)) {
+      const set = this.#topics.get(name)
+      if (set !== undefined) callbacks.push(...set)
+    }
+    if (callbacks.length === 0) return // unsubscribed while it was in flight
+    const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
+    let error = null
+    for (const { callback } of callbacks) {
+      try {
+        callback(msg)
+      } catch (err) {
+        error ??= err
+      }
+    }
+    if (error !== null) throw error
+  }
+}
+
+module.exports = { Topics }
