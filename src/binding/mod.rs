@@ -1,7 +1,7 @@
 #![cfg_attr(test, allow(dead_code))] // the #[napi] exports are only referenced by the addon build
 //! The `#[napi]` surface: converts JS values, maps core errors to JS errors with stable `code`
 //! strings, and delivers messages to JS. The ergonomic API (payload encoding, EventEmitter,
-//! cluster integration) is in `index.js`. One file per exported class, plus errors and delivery:
+//! cluster integration) is in `lib/` (behind `index.js`). One file per exported class, plus errors and delivery:
 //!
 //! - `errors.rs`: `Coded` errors and how they are thrown, every core error's code,
 //!   `registerErrorClass`, and the check of whole numbers;
