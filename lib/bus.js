@@ -215,6 +215,12 @@ class Bus extends EventEmitter {
     return this.#objects.map(name, options)
   }
 
+  /** Bridges `topics` to other hosts over Redis (lib/bridge.js); returns the Bridge handle. */
+  bridge(options) {
+    if (this.#state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    return new (require('./bridge.js').Bridge)(this, options)
+  }
+
   /**
    * Detaches this process. Queued send()s reject with ERR_CLOSED; messages not yet delivered
    * stay in the rings for the next holder of this index. The primary's close() also removes

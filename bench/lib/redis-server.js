@@ -91,4 +91,4 @@ async function start() {
   return { port, pid: child.pid, version, stop, kill: () => child.kill('SIGKILL') }
 }
 
-module.exports = { start }
+module.exports = { start, freePort }

@@ -1,0 +1,255 @@
+'use strict'
+// bus.bridge({ redis, topics, prefix? }): carries the bridged topics between hosts. Every process
+// of a host may call it; the candidates compete for the named lock LOCK and its holder bridges:
+//   outbound: it subscribes locally to the bridged topics, so it sees every local publish on
+//             them, and sends each once to the transport in an envelope carrying the host's id;
+//   inbound:  it subscribes to the same topics on the transport and publishes what arrives into
+//             the segment, dropping what its own host sent (no echo, no loop).
+// When the holder dies its permit is recovered (about 100 ms) and the next candidate bridges.
+// The host's id, the outbound sequence number and the last sequence number seen from each other
+// host live in the segment, so a successor continues both and counts the gaps exactly.
+// Losses are counted and emitted on the bus as 'lost' with reason 'bridge'.
+
+const cluster = require('node:cluster')
+const crypto = require('node:crypto')
+const { EventEmitter } = require('node:events')
+const { fail } = require('./errors.js')
+const { encode, decode } = require('./codec.js')
+const { RedisTransport } = require('./bridge-redis.js')
+
+const LOCK = 'cluster-shm.bridge'
+const STATE = 'cluster-shm.bridge.state' // region: [host id 16][outbound seq f64][heartbeat ms f64]
+const SEEN = 'cluster-shm.bridge.seen' // map: other host's id (hex) -> last seq received from it
+const HOST_BYTES = 16
+const SEQ_AT = 16
+const BEAT_AT = 24
+const HEARTBEAT_MS = 100
+const VERSION = 1
+// Envelope on the transport: [version u8][origin host id 16][seq f64 LE][kind u8][data]
+const HEAD = 1 + HOST_BYTES + 8 + 1
+
+/** Drops exact topics and patterns that a broader bridged pattern already covers (one delivery each). */
+function normalizeTopics(topics) {
+  if (!Array.isArray(topics) || topics.length === 0) fail('ERR_INVALID_ARG', 'topics must be a non-empty array of topic names or patterns')
+  for (const t of topics) {
+    if (typeof t !== 'string' || t === '' || Buffer.byteLength(t) > 128) fail('ERR_INVALID_ARG', 'each topic must be a string of 1..128 bytes')
+    if (t.indexOf('*') !== -1 && !(t === '*' || (t.endsWith('.*') && t.indexOf('*') === t.length - 1))) fail('ERR_INVALID_ARG', `'*' only as a whole last level: ${t}`)
+  }
+  const covers = (p, t) => p !== t && p.endsWith('*') && t.startsWith(p.slice(0, -1))
+  return [...new Set(topics)].filter((t) => !topics.some((p) => covers(p, t)))
+}
+
+class Bridge extends EventEmitter {
+  #bus
+  #topics
+  #transport
+  #maxQueue
+  #downAfter
+  #abort = new AbortController()
+  #closed = false
+  #active = false
+  #permit = null
+  #region = null
+  #seen = null // shared map
+  #last = new Map() // host hex -> last seq (cache of #seen)
+  #host = null // Buffer of HOST_BYTES
+  #hostHex = ''
+  #seq = 0
+  #seqBytes = Buffer.alloc(8)
+  #subs = []
+  #timers = []
+  #injecting = 0 // > 0 while this process's own delivery of an injected message runs
+  #downTimer = null
+  #lost = new Map() // cause -> count not yet reported
+  #lostTimer = null
+  stats = { sent: 0, received: 0, lost: 0 }
+
+  constructor(bus, options) {
+    super()
+    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', 'bridge options must be an object')
+    const prefix = options.prefix ?? 'cluster-shm:'
+    if (typeof prefix !== 'string') fail('ERR_INVALID_ARG', 'prefix must be a string')
+    this.#topics = normalizeTopics(options.topics)
+    this.#maxQueue = checkCount('maxQueue', options.maxQueue ?? 10_000)
+    this.#downAfter = checkCount('downAfter', options.downAfter ?? 2_000)
+    this.#transport = new RedisTransport(options.redis, prefix)
+    this.#bus = bus
+    // In a cluster the primary is the candidate by default; a worker bridges only when asked.
+    const candidate = options.candidate ?? !cluster.isWorker
+    if (typeof candidate !== 'boolean') fail('ERR_INVALID_ARG', 'candidate must be a boolean')
+    const lock = bus.semaphore(LOCK, { permits: 1 })
+    bus.once('close', () => this.close())
+    if (candidate) this.#compete(lock).catch((err) => this.emit('error', err))
+  }
+
+  /** Whether this process is the host's bridge now. */
+  get active() {
+    return this.#active
+  }
+
+  /** This host's id (hex), once this process has bridged; null before. */
+  get host() {
+    return this.#host === null ? null : this.#hostHex
+  }
+
+  /** Whether this process bridges and its Redis connections are up now. */
+  get connected() {
+    return this.#active && this.#connected
+  }
+
+  get topics() {
+    return [...this.#topics]
+  }
+
+  async #compete(lock) {
+    let permit
+    try {
+      permit = await lock.acquire({ signal: this.#abort.signal })
+    } catch (err) {
+      if (this.#closed) return
+      throw err
+    }
+    if (this.#closed) return void permit.release()
+    this.#permit = permit
+    this.#run(permit.recovered)
+  }
+
+  #run(recovered) {
+    const bus = this.#bus
+    const region = (this.#region = bus.region(STATE, 32))
+    this.#seen = bus.map(SEEN, { capacity: 1024, maxKeyBytes: 2 * HOST_BYTES, maxValueBytes: 16 })
+    let host = region.read(0, HOST_BYTES)
+    if (host.every((b) => b === 0)) region.write(0, (host = crypto.randomBytes(HOST_BYTES)))
+    this.#host = host
+    this.#hostHex = host.toString('hex')
+    this.#seq = region.read(SEQ_AT, 8).readDoubleLE(0)
+    const beat = region.read(BEAT_AT, 8).readDoubleLE(0)
+    if (recovered) {
+      // The previous bridge died: what was published here and elsewhere while nobody bridged is
+      // gone. Local publishes in the gap cannot be counted; other hosts' are (as a 'gap' below).
+      this.#report('failover', null, { gapMs: beat > 0 ? Date.now() - beat : null })
+    }
+    this.#heartbeat()
+    this.#timers.push(setInterval(() => this.#heartbeat(), HEARTBEAT_MS).unref())
+    for (const t of this.#topics) this.#subs.push(bus.subscribe(t, (m) => this.#outbound(m)))
+    this.#transport.start(this.#topics, {
+      onMessage: (topic, bytes) => this.#inbound(topic, bytes),
+      onState: (up) => this.#state(up),
+    })
+    this.#active = true
+    this.#downTimer = setTimeout(() => this.#stayedDown(), this.#downAfter).unref() // until the first 'up'
+    this.emit('active')
+  }
+
+  #heartbeat() {
+    const b = Buffer.alloc(8)
+    b.writeDoubleLE(Date.now(), 0)
+    this.#region.write(BEAT_AT, b)
+  }
+
+  #outbound({ from, topic, data }) {
+    if (from === this.#bus.index && this.#injecting > 0) return // injected by this bridge: no echo
+    const transport = this.#transport
+    if (!transport.ready) return this.#report('redis-down', 1)
+    if (transport.pending >= this.#maxQueue) return this.#report('queue-full', 1)
+    const [kind, payload] = encode(data)
+    const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    const env = Buffer.allocUnsafe(HEAD + body.length)
+    env[0] = VERSION
+    this.#host.copy(env, 1)
+    env.writeDoubleLE(++this.#seq, 1 + HOST_BYTES)
+    env[HEAD - 1] = kind
+    env.set(body, HEAD)
+    // The sequence number is in the segment before the message leaves: a successor never reuses it.
+    this.#region.write(SEQ_AT, env.subarray(1 + HOST_BYTES, HEAD - 1))
+    this.stats.sent++
+    transport.publish(topic, env).catch(() => this.#report('redis-down', 1))
+  }
+
+  #inbound(topic, bytes) {
+    if (!this.#active || bytes.length < HEAD || bytes[0] !== VERSION) return
+    if (this.#host.equals(bytes.subarray(1, 1 + HOST_BYTES))) return // our own host's: no echo
+    const origin = bytes.toString('hex', 1, 1 + HOST_BYTES)
+    const seq = bytes.readDoubleLE(1 + HOST_BYTES)
+    let last = this.#last.get(origin)
+    if (last === undefined) last = this.#seen.get(origin)
+    if (typeof last === 'number' && seq > last + 1) this.#report('gap', seq - last - 1, { host: origin })
+    this.#last.set(origin, seq)
+    this.#seen.set(origin, seq)
+    let data
+    try {
+      data = decode(bytes[HEAD - 1], bytes, HEAD, bytes.length)
+    } catch {
+      return this.#report('malformed', 1)
+    }
+    this.stats.received++
+    // This process receives its own publish on a later turn (setImmediate): the two markers
+    // around it tell #outbound that this delivery is the injected one.
+    setImmediate(() => this.#injecting++)
+    this.#bus.publish(topic, data).catch(() => this.#report('closed', 1))
+    setImmediate(() => this.#injecting--)
+  }
+
+  #connected = false
+  #state(up) {
+    this.#connected = up
+    clearTimeout(this.#downTimer)
+    this.#downTimer = null
+    if (up) {
+      if (this.#reportedDown) this.emit('up')
+      this.#reportedDown = false
+    } else {
+      this.#downTimer = setTimeout(() => this.#stayedDown(), this.#downAfter).unref()
+    }
+  }
+
+  #reportedDown = false
+  #stayedDown() {
+    this.#reportedDown = true
+    this.emit('down', { ms: this.#downAfter })
+  }
+
+  /** Counts `count` losses of `cause`; one 'lost' event per cause at most every 100 ms. */
+  #report(cause, count, extra) {
+    if (count === null) {
+      this.#bus.emit('lost', { from: null, reason: 'bridge', cause, count: null, ...extra })
+      return
+    }
+    this.stats.lost += count
+    if (extra !== undefined) {
+      this.#bus.emit('lost', { from: null, reason: 'bridge', cause, count, ...extra })
+      return
+    }
+    this.#lost.set(cause, (this.#lost.get(cause) ?? 0) + count)
+    this.#lostTimer ??= setTimeout(() => {
+      this.#lostTimer = null
+      for (const [c, n] of this.#lost) this.#bus.emit('lost', { from: null, reason: 'bridge', cause: c, count: n })
+      this.#lost.clear()
+    }, 100)
+  }
+
+  /** Stops bridging (or competing); the next candidate takes over. Idempotent. */
+  close() {
+    if (this.#closed) return
+    this.#closed = true
+    this.#abort.abort()
+    for (const t of this.#timers) clearInterval(t)
+    clearTimeout(this.#downTimer)
+    if (this.#lostTimer !== null) {
+      clearTimeout(this.#lostTimer)
+      for (const [c, n] of this.#lost) this.#bus.emit('lost', { from: null, reason: 'bridge', cause: c, count: n })
+    }
+    for (const s of this.#subs) s.unsubscribe()
+    this.#transport.close()
+    this.#active = false
+    if (this.#permit !== null && !this.#bus.closed) this.#permit.release()
+    this.emit('close')
+  }
+}
+
+function checkCount(name, v) {
+  if (!Number.isInteger(v) || v < 1) fail('ERR_INVALID_ARG', `${name} must be a positive integer`)
+  return v
+}
+
+module.exports = { Bridge, normalizeTopics }
