@@ -67,3 +67,147 @@ test('every message crosses both ways exactly once, in order per publisher; none
     'cluster-shm:room.B': 3 * K,
   })
 })
+
+/** Every message on `channel` as it reaches Redis: { t, seq, data }. */
+async function recordChannel(t, url, channel) {
+  const redis = new Redis(url)
+  t.teardown(() => redis.disconnect())
+  const seen = []
+  redis.on('messageBuffer', (_c, m) => seen.push({ t: Date.now(), seq: m.readDoubleLE(17), data: m.toString('utf8', 26) }))
+  await redis.subscribe(channel)
+  return seen
+}
+
+const until = async (cond, what, ms = 20_000) => {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+const failover = test.macro({
+  async exec(t, mode) {
+    const redis = await startRedis(t)
+    const seen = await recordChannel(t, redis.url, 'cluster-shm:room.s')
+    const a = startCluster('bridge-host.js', ['A', mode], { timeout: 60_000, env: { REDIS_URL: redis.url }, t })
+    const first = await a.waitFor('active')
+    t.not(first.at, -1, 'a candidate bridges, not the primary')
+    await until(() => seen.length >= 20, '20 messages on Redis')
+    const killedAt = Date.now()
+    const before = seen.length
+    process.kill(first.pid, 'SIGKILL')
+    const second = await a.waitFor((m) => m.event === 'active' && m.pid !== first.pid)
+    t.not(second.at, first.at, 'the other worker took over')
+    const takeover = second.t - killedAt
+    t.true(takeover < 3000, `took over ${takeover} ms after the kill`)
+    t.log(`takeover ${takeover} ms after SIGKILL`)
+    const lost = await a.waitFor((m) => m.event === 'lost' && m.cause === 'failover')
+    t.is(lost.reason, 'bridge')
+    t.is(lost.at, second.at, 'reported by the new bridge')
+    t.is(lost.count, null, 'local publishes while nobody bridged cannot be counted')
+    t.true(typeof lost.gapMs === 'number' && lost.gapMs >= 0 && lost.gapMs < 5000, `gapMs ${lost.gapMs}`)
+    await until(() => seen.length >= before + 20, '20 messages after the takeover')
+    a.command({ cmd: 'stop' })
+    const r = await a.done
+    assertCleanExit(t, r)
+    noErrors(t, r)
+    // The successor continues the sequence numbers in the segment (none reused) and the order holds.
+    const seqs = seen.map((m) => m.seq)
+    t.true(seqs.every((s, i) => i === 0 || s === seqs[i - 1] + 1), 'sequence numbers continue across the failover without a gap or reuse')
+    const ns = seen.map((m) => Number(m.data.split(':')[1]))
+    t.true(ns.every((n, i) => i === 0 || n > ns[i - 1]), 'the publisher\'s order holds')
+    const gap = seen[before].t - seen[before - 1].t
+    t.log(`gap on Redis: ${gap} ms, ${ns[before] - ns[before - 1] - 1} messages published while nobody bridged`)
+    t.true(gap < 3000, `messages reach Redis again ${gap} ms after the last one before the kill`)
+  },
+  title: (_, mode) => `the bridging process is SIGKILLed: another candidate bridges within about a second and reports the gap (${mode})`,
+})
+
+test(failover, 'failover') // candidates: cluster workers; the primary's cluster 'exit' frees the lock
+test(failover, 'failover-join') // candidates: processes attached by name; the liveness check frees it
+
+test('redis-server restarted mid-stream: traffic resumes, the connection that stayed down and the loss are reported', async (t) => {
+  const redis = await startRedis(t)
+  const env = { REDIS_URL: redis.url, BRIDGE_DOWN_AFTER: '1000' }
+  const recv = startCluster('bridge-host.js', ['B', 'receive'], { timeout: 60_000, env, t })
+  await recv.waitFor('ready')
+  const send = startCluster('bridge-host.js', ['A', 'send'], { timeout: 60_000, env, t })
+  await send.waitFor('ready')
+  const count = async () => {
+    recv.command({ cmd: 'count' })
+    const n = recv.events('count').length
+    return (await recv.waitFor((m) => m.event === 'count' && recv.events('count').length > n)).n
+  }
+  let n = 0
+  while ((n = await count()) < 100) await sleep(100)
+  await redis.restart(2000) // down for 2 s: longer than downAfter (1 s)
+  const atRestart = await count()
+  let after = atRestart
+  const end = Date.now() + 20_000
+  while ((after = await count()) < atRestart + 100 && Date.now() < end) await sleep(100)
+  t.true(after >= atRestart + 100, `traffic resumed after the restart (${atRestart} -> ${after})`)
+  send.command({ cmd: 'stop' })
+  const rs = await send.done
+  recv.command({ cmd: 'stop' })
+  const rr = await recv.done
+  for (const r of [rs, rr]) {
+    assertCleanExit(t, r)
+    noErrors(t, r)
+    t.true(r.events('down').length >= 1, 'the connection that stayed down was reported')
+    t.true(r.events('up').length >= 1, 'and its return')
+  }
+  const published = rs.events('published')[0].n
+  const got = rr.events('got')[0].got.map((d) => Number(d.split(':')[1]))
+  t.true(got.every((x, i) => i === 0 || x > got[i - 1]), 'order kept, nothing twice')
+  const missing = published - got.length
+  const droppedBySender = sum(lostOf(rs, 'redis-down'))
+  const gaps = sum(lostOf(rr, 'gap'))
+  t.log(`published ${published}, received ${got.length}; sender reported ${droppedBySender} dropped, receiver ${gaps} missing in the sequence`)
+  t.true(missing > 0, 'messages were lost while redis-server was down')
+  t.true(droppedBySender + gaps >= missing, 'every lost message is reported by the sender or the receiver')
+  t.true(droppedBySender > 0, 'the sender reported what it could not send')
+})
+
+test('a full outbound queue drops and reports: what reached Redis and what was reported lost add up', async (t) => {
+  const redis = await startRedis(t)
+  const seen = await recordChannel(t, redis.url, 'cluster-shm:room.s')
+  const n = 2000
+  const env = { REDIS_URL: redis.url, BRIDGE_K: String(n), BRIDGE_MAX_QUEUE: '5' }
+  const r = await startCluster('bridge-host.js', ['A', 'burst'], { timeout: 60_000, env, t }).done
+  assertCleanExit(t, r)
+  noErrors(t, r)
+  await sleep(200)
+  const full = sum(lostOf(r, 'queue-full'))
+  t.true(full > 0, 'the burst overflowed a queue of 5')
+  t.true(seen.length >= 5, `${seen.length} reached Redis`)
+  t.is(seen.length + full, n, 'every message either reached Redis or was reported lost')
+  const stats = r.events('stats')[0]
+  t.is(stats.sent, seen.length)
+  t.is(stats.lost, full)
+  const ns = seen.map((m) => Number(m.data.split(':')[1]))
+  t.true(ns.every((x, i) => i === 0 || x > ns[i - 1]), 'in order')
+})
+
+test('bridge() checks its options', (t) => {
+  const { masterInit } = require('..')
+  const bus = masterInit({ workers: 1, ringSize: 4096 })
+  t.teardown(() => bus.close())
+  const bad = [
+    undefined,
+    { redis: 'redis://127.0.0.1:1', topics: [] },
+    { redis: 'redis://127.0.0.1:1', topics: ['a*'] },
+    { redis: 'redis://127.0.0.1:1', topics: ['a.*.b'] },
+    { redis: 42, topics: ['a'] },
+    { redis: 'redis://127.0.0.1:1', topics: ['a'], prefix: 1 },
+    { redis: 'redis://127.0.0.1:1', topics: ['a'], maxQueue: 0 },
+    { redis: 'redis://127.0.0.1:1', topics: ['a'], candidate: 'yes' },
+  ]
+  for (const options of bad) t.throws(() => bus.bridge(options), { code: 'ERR_INVALID_ARG' }, JSON.stringify(options))
+  const bridge = bus.bridge({ redis: 'redis://127.0.0.1:1', topics: ['room.*', 'room.1', 'room.1.x', 'cache'], candidate: false })
+  t.deepEqual(bridge.topics, ['room.*', 'cache'], 'topics a pattern covers are dropped (one delivery each)')
+  t.false(bridge.active)
+  bridge.close()
+  bus.close()
+  t.throws(() => bus.bridge({ redis: 'redis://127.0.0.1:1', topics: ['a'] }), { code: 'ERR_CLOSED' })
+})
