@@ -86,11 +86,62 @@ export interface RequestAllResult<T = any> {
 export type RequestHandler = (data: any, context: { from: Address; method: string }) => unknown
 
 export interface LostEvent {
-  from: Address
-  /** 'incomplete': a sender died mid-message, or this index's previous holder died while reassembling one. 'corrupt': the ring was reset. */
-  reason: 'incomplete' | 'corrupt'
-  count?: number
+  /** The sender's address; null for 'bridge' losses. */
+  from: Address | null
+  /** 'incomplete': a sender died mid-message, or this index's previous holder died while reassembling one. 'corrupt': the ring was reset. 'bridge': messages between hosts (see `cause`). */
+  reason: 'incomplete' | 'corrupt' | 'bridge'
+  /** How many; null when it cannot be known (a bridge 'failover'). */
+  count?: number | null
   bytes?: number
+  /** For reason 'bridge': why they were lost. */
+  cause?: BridgeLossCause
+  /** For cause 'failover': milliseconds since the previous bridge's last sign of life (null if unknown). */
+  gapMs?: number | null
+  /** For cause 'gap': the id of the host whose messages went missing. */
+  host?: string
+}
+
+/**
+ * 'redis-down': published here while the connection was down (or unconfirmed when it broke);
+ * 'queue-full': more than `maxQueue` publishes were waiting for Redis; 'gap': another host's
+ * messages that never arrived (a hole in its sequence numbers); 'failover': the bridging process
+ * died and another took over; 'malformed': an envelope that could not be decoded; 'closed': an
+ * arrival after this bus closed.
+ */
+export type BridgeLossCause = 'redis-down' | 'queue-full' | 'gap' | 'failover' | 'malformed' | 'closed'
+
+export interface BridgeOptions {
+  /** A redis:// URL (needs the optional peer dependency ioredis) or an ioredis client (duplicated, never used itself). */
+  redis: string | { duplicate(options?: object): unknown }
+  /** Topics and `a.*` patterns that cross hosts. */
+  topics: string[]
+  /** Prefix of the Redis channels (default 'cluster-shm:'); hosts bridge with each other when it is the same. */
+  prefix?: string
+  /** Whether this process competes to bridge: default true in a cluster's primary and outside a cluster, false in a cluster worker. */
+  candidate?: boolean
+  /** Most publishes waiting for Redis's acknowledgement; beyond, they are dropped and reported (default 10000). */
+  maxQueue?: number
+  /** Milliseconds after which a connection still down is reported with 'down' (default 2000). */
+  downAfter?: number
+}
+
+/** A host's link to the others, returned by bus.bridge(); one process of the host bridges at a time. */
+export interface Bridge extends EventEmitter {
+  /** Whether this process is the host's bridge now. */
+  readonly active: boolean
+  /** Whether this process bridges and its Redis connections are up. */
+  readonly connected: boolean
+  /** This host's id (hex), once this process has bridged. */
+  readonly host: string | null
+  /** The bridged topics (without those a broader pattern covers). */
+  readonly topics: string[]
+  /** Messages this process sent to and received from Redis, and those it reported lost. */
+  readonly stats: { sent: number; received: number; lost: number }
+  /** Stops bridging or competing; another candidate takes over. Idempotent. */
+  close(): void
+  on(event: 'active' | 'up' | 'close', listener: () => void): this
+  on(event: 'down', listener: (event: { ms: number }) => void): this
+  on(event: 'error', listener: (err: Error) => void): this
 }
 
 export interface Subscription {
@@ -179,6 +230,8 @@ export declare class Bus extends EventEmitter {
   region(name: string, size: number): Region
   /** The named shared map, created on first use. */
   map(name: string, options?: MapOptions): SharedMap
+  /** Bridges `topics` to the other hosts over Redis; every process may call it, one bridges at a time. */
+  bridge(options: BridgeOptions): Bridge
 
   on(event: 'message', listener: (message: Message) => void): this
   on(event: 'attach' | 'detach', listener: (index: Address) => void): this
