@@ -175,7 +175,7 @@ class Bridge extends EventEmitter {
     if (last === undefined) last = this.#seen.get(origin)
     if (typeof last === 'number' && seq > last + 1) this.#report('gap', seq - last - 1, { host: origin })
     this.#last.set(origin, seq)
-    this.#seen.set(origin, seq)
+    this.#remember(origin, seq)
     let data
     try {
       data = decode(bytes[HEAD - 1], bytes, HEAD, bytes.length)
@@ -191,7 +191,19 @@ class Bridge extends EventEmitter {
   }
 
   #connected = false
+  /** Keeps `seq` in the segment for a successor; a map full of hosts long gone is emptied. */
+  #remember(origin, seq) {
+    try {
+      this.#seen.set(origin, seq)
+    } catch (err) {
+      if (err.code !== 'ERR_MAP_FULL') throw err
+      for (const k of this.#seen.keys()) this.#seen.delete(k)
+      this.#seen.set(origin, seq)
+    }
+  }
+
   #state(up) {
+    if (this.#closed) return
     this.#connected = up
     clearTimeout(this.#downTimer)
     this.#downTimer = null
