@@ -16,7 +16,7 @@ const { fail } = require('./errors.js')
 // No offline queue (what cannot be sent now is dropped and counted by the bridge, never buffered
 // without bound), and no resending after a reconnect (a publish Redis may already have delivered
 // would be delivered twice).
-const PUBLISHER_OPTIONS = { enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0, lazyConnect: false }
+const PUBLISHER_OPTIONS = { enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0, lazyConnect: false, enableAutoPipelining: true }
 // The subscriber re-subscribes by itself after a reconnect (ioredis autoResubscribe).
 const SUBSCRIBER_OPTIONS = { autoResubscribe: true, autoResendUnfulfilledCommands: true, lazyConnect: false }
 
