@@ -147,6 +147,8 @@ test('redis-server restarted mid-stream: traffic resumes, the connection that st
   const end = Date.now() + 20_000
   while ((after = await count()) < atRestart + 100 && Date.now() < end) await sleep(100)
   t.true(after >= atRestart + 100, `traffic resumed after the restart (${atRestart} -> ${after})`)
+  // Both connections of each host are back (an idle publisher connection may reconnect last).
+  await Promise.all([send.waitFor('up'), recv.waitFor('up')])
   send.command({ cmd: 'stop' })
   const rs = await send.done
   recv.command({ cmd: 'stop' })
