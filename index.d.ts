@@ -89,7 +89,9 @@ export interface LostEvent {
   from: Address
   /** 'incomplete': a sender died mid-message, or this index's previous holder died while reassembling one. 'corrupt': the ring was reset. */
   reason: 'incomplete' | 'corrupt'
+  /** 'incomplete': how many messages were lost. */
   count?: number
+  /** 'corrupt': how many unread bytes the reset dropped; absent when that is unknown (the ring's cursors were out of range). */
   bytes?: number
 }
 

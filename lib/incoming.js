@@ -130,7 +130,7 @@ class Incoming {
     else if (kind === TOPIC) this.#topics.receive(from, batch, start, end)
     else if (kind === REQUEST) this.#requests.receiveRequest(from, batch, start, end)
     else if (kind === RESPONSE) this.#requests.receiveResponse(from, batch, start, end)
-    else this.#event(kind, from, len === 4 ? batch.readUInt32LE(start) : 0)
+    else this.#event(kind, from, len === 4 ? batch.readUInt32LE(start) : undefined)
   }
 
   #message(msg) {
@@ -150,7 +150,7 @@ class Incoming {
       this.#requests.peerGone(from, address)
       bus.emit('detach', address)
     } else if (kind === LOST) bus.emit('lost', { from: address, count: value, reason: 'incomplete' })
-    else if (kind === CORRUPT) bus.emit('lost', { from: address, bytes: value, reason: 'corrupt' })
+    else if (kind === CORRUPT) bus.emit('lost', value === undefined ? { from: address, reason: 'corrupt' } : { from: address, bytes: value, reason: 'corrupt' })
     else if (kind === CLOSED) bus.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
   }
 }
