@@ -3,7 +3,7 @@
 // the codec of its values, and the per-bus registry that opens each name once.
 
 const { fail } = require('./errors.js')
-const { checkInt, checkOptions, checkSignal } = require('./options.js')
+const { checkInt, checkOptions, checkSignal, checkBytes } = require('./options.js')
 const { encode, decode } = require('./codec.js')
 
 class Permit {
@@ -108,8 +108,7 @@ class Region {
   /** Copies `bytes` (Buffer/Uint8Array) into the region at `offset`. */
   write(offset, bytes) {
     checkOffset('offset', offset)
-    if (!(bytes instanceof Uint8Array)) fail('ERR_INVALID_ARG', 'bytes must be a Buffer or Uint8Array')
-    this.#native.write(offset, bytes)
+    this.#native.write(offset, checkBytes(bytes))
   }
   /** Copies `length` bytes from `offset` into a new Buffer. */
   read(offset, length) {
