@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'ERR_NOT_ATTACHED'
   | 'ERR_PEER_GONE'
   | 'ERR_NO_HANDLER'
+  | 'ERR_QUEUE_FULL'
   | 'ERR_INTERNAL'
 
 export declare class ClusterShmError extends Error {
@@ -111,6 +112,8 @@ export interface MasterOptions {
   ringSize?: number
   /** Microseconds the delivery thread spins before sleeping (latency vs one busy core). Default 0. */
   spinMicros?: number
+  /** Payload bytes of send()s this process may have queued (waiting for room) before send() rejects with ERR_QUEUE_FULL. Default 64 MiB. */
+  maxQueuedBytes?: number
   /** Bytes for named semaphores, regions and maps (a multiple of 4096). Default 4 MiB. */
   heapSize?: number
 }
@@ -122,6 +125,8 @@ export interface WorkerOptions {
   name?: string
   /** See MasterOptions.spinMicros. */
   spinMicros?: number
+  /** See MasterOptions.maxQueuedBytes. */
+  maxQueuedBytes?: number
 }
 
 export declare class Bus extends EventEmitter {
@@ -138,6 +143,10 @@ export declare class Bus extends EventEmitter {
   readonly closed: boolean
   /** Messages of this process waiting for room in a receiver's ring. */
   readonly queued: number
+  /** Payload bytes of those messages. */
+  readonly queuedBytes: number
+  /** Past this many queued bytes, send(), broadcast() and publish() reject at once with ERR_QUEUE_FULL (one message is always taken). */
+  readonly maxQueuedBytes: number
   /**
    * How incoming messages reach this process now: `'event-loop'` (the event loop is woken
    * directly; Linux), `'thread'` (a delivery thread hands them over; other platforms, or

@@ -66,6 +66,11 @@ function checkBytes(bytes) {
   return bytes
 }
 
+/** masterInit's and workerInit's `maxQueuedBytes`: bytes of send()s one bus may have queued. */
+function checkQueueLimit(options) {
+  return checkInt('maxQueuedBytes', options.maxQueuedBytes ?? 64 << 20, 0, Number.MAX_SAFE_INTEGER)
+}
+
 /** The optional `timeout` (ms) of send(), broadcast() and publish(). */
 function checkTimeoutOption(options) {
   const { timeout } = checkOptions(options, 'options')
@@ -102,4 +107,4 @@ function defaultRingSize(workers) {
   return size
 }
 
-module.exports = { MAX_WORKERS, checkInt, checkOptions, isPayloadBytes, checkBytes, checkTimeoutOption, checkSignal, checkRequestOptions, defaultRingSize }
+module.exports = { MAX_WORKERS, checkInt, checkOptions, checkQueueLimit, isPayloadBytes, checkBytes, checkTimeoutOption, checkSignal, checkRequestOptions, defaultRingSize }
