@@ -47,6 +47,12 @@ export declare class NativeBus {
    * now, not for whoever holds the index later (broadcast, publish, requests).
    */
   sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs: number | undefined | null, bound: boolean): number
+  /**
+   * The once-a-second check of every attached process, subscribed or not (lib/incoming.js):
+   * 0 the cluster runs, 1 its primary closed it, 2 its primary died (then marked closed for
+   * every member, so that their writes fail with ERR_CLUSTER_CLOSED).
+   */
+  clusterState(): number
   /** Indices held by a live attachment (this one included), primary last. */
   attached(): Array<number>
   /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */

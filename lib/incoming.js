@@ -19,10 +19,15 @@ class Incoming {
   #largeAt = 1 // next large payload
   #topics = null // lib/topics.js Topics: TOPIC envelopes
   #requests = null // lib/requests.js Requests: REQUEST and RESPONSE envelopes, peers that leave
+  #watch // unref'd once-a-second check that the cluster runs, subscribed or not (null once it ended)
 
   constructor(bus, state) {
     this.#bus = bus
     this.#state = state
+    this.#watch = setInterval(() => {
+      const s = state.native.clusterState()
+      if (s !== 0) this.#shutdown(s === 2 ? 1 : 0)
+    }, 1000).unref()
     // Delivery runs while anything needs incoming records: 'message' listeners, topic
     // callbacks, request handlers, pending requests.
     bus.on('newListener', (event) => {
@@ -89,6 +94,7 @@ class Incoming {
   /** The bus is closing: delivery ends with it. */
   close() {
     this.#delivering = false
+    clearInterval(this.#watch)
   }
 
   /** Handles every record of a batch. Listener errors are rethrown after it, so the batch is acknowledged. */
@@ -151,7 +157,15 @@ class Incoming {
       bus.emit('detach', address)
     } else if (kind === LOST) bus.emit('lost', { from: address, count: value, reason: 'incomplete' })
     else if (kind === CORRUPT) bus.emit('lost', value === undefined ? { from: address, reason: 'corrupt' } : { from: address, bytes: value, reason: 'corrupt' })
-    else if (kind === CLOSED) bus.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
+    else if (kind === CLOSED) this.#shutdown(value)
+  }
+
+  /** 'shutdown', once, whether delivery or the once-a-second check noticed it. */
+  #shutdown(value) {
+    if (this.#watch === null) return
+    clearInterval(this.#watch)
+    this.#watch = null
+    this.#bus.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
   }
 }
 

@@ -392,6 +392,14 @@ impl NativeBus {
         js(env, self.inner.send_queued(to, kind, data, timeout_ms, bound))
     }
 
+    /// The once-a-second check of every attached process, subscribed or not (lib/incoming.js):
+    /// 0 the cluster runs, 1 its primary closed it, 2 its primary died (then marked closed for
+    /// every member, so that their writes fail with ERR_CLUSTER_CLOSED).
+    #[napi]
+    pub fn cluster_state(&self) -> u32 {
+        self.inner.ep.shared().check_primary()
+    }
+
     /// Indices held by a live attachment (this one included), primary last.
     #[napi]
     pub fn attached(&self) -> Vec<u32> {

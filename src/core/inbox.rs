@@ -347,7 +347,8 @@ impl Inbox {
         self.owners = owners;
         if shared.is_closed() && !self.closed_reported {
             self.closed_reported = true;
-            batch.push_event(ep.index(), event::CLOSED, Some(0));
+            let died = shared.closed_reason() == 2;
+            batch.push_event(ep.index(), event::CLOSED, Some(died as u32));
         }
     }
 
@@ -356,7 +357,7 @@ impl Inbox {
     pub fn check_primary(&mut self, ep: &Endpoint, batch: &mut Batch) {
         if !self.closed_reported && self.checked_primary.elapsed() >= Duration::from_secs(1) {
             self.checked_primary = Instant::now();
-            if !ep.shared().primary_alive() {
+            if ep.shared().check_primary() == 2 {
                 self.closed_reported = true;
                 batch.push_event(ep.index(), event::CLOSED, Some(1));
             }
