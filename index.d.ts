@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'ERR_PEER_GONE'
   | 'ERR_NO_HANDLER'
   | 'ERR_QUEUE_FULL'
+  | 'ERR_LOCK_TIMEOUT'
   | 'ERR_INTERNAL'
 
 export declare class ClusterShmError extends Error {
@@ -256,6 +257,8 @@ export interface MapOptions {
   maxKeyBytes?: number
   /** Longest encoded value in bytes (default 256; a number takes 8). */
   maxValueBytes?: number
+  /** This process's bound (ms, default 10) on waiting for another process's hold of the map's lock; past it an operation throws ERR_LOCK_TIMEOUT and changes nothing. Not a parameter of the shared map. */
+  lockTimeout?: number
 }
 
 export declare class SharedMap {
@@ -263,6 +266,8 @@ export declare class SharedMap {
   readonly capacity: number
   readonly maxKeyBytes: number
   readonly maxValueBytes: number
+  /** See MapOptions.lockTimeout; settable. */
+  lockTimeout: number
   /** Keys held now. */
   readonly size: number
   get(key: string): any

@@ -76,6 +76,12 @@ pub enum Locked {
 /// lives is checked by elapsed time (after 1 ms, then backing off to every 50 ms), not by spin
 /// count, so a dead holder is replaced promptly even on a loaded machine.
 pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
+    lock_within(shared, word, me, None).expect("an unbounded wait ends only with the lock")
+}
+
+/// [`lock`], giving up after `bound` (None: never) while a live holder keeps it: a holder that
+/// is stopped (SIGSTOP, a debugger, a frozen cgroup) must not stall its waiters' JS threads.
+pub fn lock_within(shared: &Shared, word: &AtomicU64, me: u64, bound: Option<std::time::Duration>) -> Option<Locked> {
     let mut spins: u32 = 0;
     let mut started: Option<std::time::Instant> = None;
     let mut next_check = std::time::Duration::from_millis(1);
@@ -86,11 +92,11 @@ pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
                 .compare_exchange_weak(cur, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return if cur == RECOVERED {
+                return Some(if cur == RECOVERED {
                     Locked::Recovered
                 } else {
                     Locked::Clean
-                };
+                });
             }
             continue;
         }
@@ -108,9 +114,37 @@ pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
                     .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return Locked::Recovered;
+                return Some(Locked::Recovered);
             }
         }
+        if let Some(b) = bound {
+            let waited = since.elapsed();
+            // A holder that is running or runnable is making progress, only starved of CPU on a
+            // busy machine: it gets up to STARVED_BOUND; a stopped one (or one whose state is
+            // unknown) gets `b`.
+            if waited >= b && (waited >= STARVED_BOUND.max(b) || !holder_runnable(cur)) {
+                return None;
+            }
+        }
+    }
+}
+
+/// How long [`lock_within`] waits at most for a holder that is running or runnable.
+pub const STARVED_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the process of the holder `word` is running or runnable (Linux: state `R` in
+/// /proc/PID/stat; read only once a wait passed its bound). False elsewhere: unknown.
+fn holder_runnable(word: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", holder_pid(word))).unwrap_or_default();
+        // The state is the first field after the command name, which ends with the last ')'.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = word;
+        false
     }
 }
 
