@@ -104,6 +104,11 @@ export declare class NativeBus {
 export declare class NativeMap {
   get capacity(): number
   get size(): number
+  /**
+   * How long (ms) an operation waits while another process holds the map's lock before it
+   * throws ERR_LOCK_TIMEOUT; a negative value waits as long as the holder lives.
+   */
+  setLockTimeout(ms: number): void
   /** The value as `[kind, ...bytes]`, or null. */
   get(key: string): Buffer | null
   has(key: string): boolean
