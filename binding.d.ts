@@ -157,3 +157,6 @@ export declare function createCluster(workers: number, ringSize: number, heapSiz
  * the addon are instances of it.
  */
 export declare function registerErrorClass(errorClass: (arg0: string, arg1: string) => unknown): void
+
+/** lib/incoming.js calls this under a runtime that is not Node (`process.versions.bun`, `.deno`). */
+export declare function useDeliveryThread(): void

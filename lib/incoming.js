@@ -9,6 +9,10 @@ const { fail } = require('./errors.js')
 const { BYTES, VALUE, TOPIC, REQUEST, RESPONSE, PEER_UP, PEER_DOWN, LOST, CORRUPT, CLOSED, RECORD_HEADER, RECORD_LARGE, decode } = require('./codec.js')
 const { flushStaged } = require('./outgoing.js')
 
+// Runtimes that load N-API addons but whose libuv functions are stubs (Bun aborts in
+// uv_poll_init) deliver on a thread instead of the event loop. (Deno's libuv functions work.)
+if (process.versions.bun !== undefined) require('../binding.js').useDeliveryThread?.() // Linux only: elsewhere delivery is a thread anyway
+
 class Incoming {
   #bus // the EventEmitter users hold: messages and events are emitted on it
   #state
