@@ -158,5 +158,5 @@ export declare function createCluster(workers: number, ringSize: number, heapSiz
  */
 export declare function registerErrorClass(errorClass: (arg0: string, arg1: string) => unknown): void
 
-/** lib/incoming.js calls this under a runtime that is not Node (`process.versions.bun`, `.deno`). */
+/** lib/incoming.js calls this under a runtime that is not Node (`process.versions.bun`). */
 export declare function useDeliveryThread(): void

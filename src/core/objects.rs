@@ -119,27 +119,30 @@ pub fn lock_within(shared: &Shared, word: &AtomicU64, me: u64, bound: Option<std
         }
         if let Some(b) = bound {
             let waited = since.elapsed();
-            // A holder that is running or runnable is making progress, only starved of CPU on a
-            // busy machine: it gets up to STARVED_BOUND; a stopped one (or one whose state is
-            // unknown) gets `b`.
-            if waited >= b && (waited >= STARVED_BOUND.max(b) || !holder_runnable(cur)) {
+            // A holder that is not stopped is making progress, only slowed down on a busy machine
+            // (preempted, or in a page fault): it gets up to STARVED_BOUND; a stopped one (or one
+            // whose state is unknown) gets `b`.
+            if waited >= b && (waited >= STARVED_BOUND.max(b) || !holder_not_stopped(cur)) {
                 return None;
             }
         }
     }
 }
 
-/// How long [`lock_within`] waits at most for a holder that is running or runnable.
+/// How long [`lock_within`] waits at most for a holder that is not stopped.
 pub const STARVED_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether the process of the holder `word` is running or runnable (Linux: state `R` in
-/// /proc/PID/stat; read only once a wait passed its bound). False elsewhere: unknown.
-fn holder_runnable(word: u64) -> bool {
+/// Whether the process of the holder `word` is known not to be stopped (Linux: its state in
+/// /proc/PID/stat is not `T`, stopped, nor `t`, stopped by a tracer; read only once a wait passed
+/// its bound). False elsewhere: unknown.
+fn holder_not_stopped(word: u64) -> bool {
     #[cfg(target_os = "linux")]
     {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", holder_pid(word))).unwrap_or_default();
         // The state is the first field after the command name, which ends with the last ')'.
-        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'))
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'T' && state != 't')
     }
     #[cfg(not(target_os = "linux"))]
     {
