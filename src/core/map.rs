@@ -2,8 +2,9 @@
 //!
 //! Open addressing with linear probing over `slots` (a power of two ≥ 1.5 × capacity); deleted
 //! slots become tombstones that later inserts reuse. Every operation runs under the map's robust
-//! lock (see [`super::objects::lock`]) for a bounded copy of at most one key and one value, so
-//! each operation is atomic. Before touching a slot the writer records it in `dirty`; a process
+//! lock (see [`super::objects::lock_within`]) for a bounded copy of at most one key and one value,
+//! so each operation is atomic; with a bound set ([`SharedMap::set_lock_bound`]) an operation
+//! that waited that long for a stopped holder fails with [`MapError::Busy`], changing nothing. Before touching a slot the writer records it in `dirty`; a process
 //! that steals the lock from a dead writer drops that slot (the key reads as absent), so a value
 //! torn by a crash is never returned.
 //!
@@ -15,8 +16,8 @@
 //! assert_eq!(m.increment(b"/home", 1.0).unwrap(), 1.0);
 //! assert_eq!(m.increment(b"/home", 2.0).unwrap(), 3.0);
 //! m.set(b"greeting", kind::UTF8, b"hi").unwrap();
-//! assert_eq!(m.get(b"greeting"), Some((kind::UTF8, b"hi".to_vec())));
-//! assert_eq!(m.len(), 2);
+//! assert_eq!(m.get(b"greeting").unwrap(), Some((kind::UTF8, b"hi".to_vec())));
+//! assert_eq!(m.len().unwrap(), 2);
 //! shared.close_cluster();
 //! ```
 
