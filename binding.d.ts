@@ -47,6 +47,12 @@ export declare class NativeBus {
    * now, not for whoever holds the index later (broadcast, publish, requests).
    */
   sendQueued(to: number, kind: number, data: Uint8Array, timeoutMs: number | undefined | null, bound: boolean): number
+  /**
+   * The once-a-second check of every attached process, subscribed or not (lib/incoming.js):
+   * 0 the cluster runs, 1 its primary closed it, 2 its primary died (then marked closed for
+   * every member, so that their writes fail with ERR_CLUSTER_CLOSED).
+   */
+  clusterState(): number
   /** Indices held by a live attachment (this one included), primary last. */
   attached(): Array<number>
   /** Primary: frees the indices and semaphore permits held by `pid` (cluster's 'exit'). */
@@ -98,6 +104,11 @@ export declare class NativeBus {
 export declare class NativeMap {
   get capacity(): number
   get size(): number
+  /**
+   * How long (ms) an operation waits while another process holds the map's lock before it
+   * throws ERR_LOCK_TIMEOUT; a negative value waits as long as the holder lives.
+   */
+  setLockTimeout(ms: number): void
   /** The value as `[kind, ...bytes]`, or null. */
   get(key: string): Buffer | null
   has(key: string): boolean
@@ -146,3 +157,6 @@ export declare function createCluster(workers: number, ringSize: number, heapSiz
  * the addon are instances of it.
  */
 export declare function registerErrorClass(errorClass: (arg0: string, arg1: string) => unknown): void
+
+/** lib/incoming.js calls this under a runtime that is not Node (`process.versions.bun`). */
+export declare function useDeliveryThread(): void

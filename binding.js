@@ -842,3 +842,4 @@ module.exports.NativeSemaphore = nativeBinding.NativeSemaphore
 module.exports.attachCluster = nativeBinding.attachCluster
 module.exports.createCluster = nativeBinding.createCluster
 module.exports.registerErrorClass = nativeBinding.registerErrorClass
+module.exports.useDeliveryThread = nativeBinding.useDeliveryThread

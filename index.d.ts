@@ -34,6 +34,8 @@ export type ErrorCode =
   | 'ERR_NOT_ATTACHED'
   | 'ERR_PEER_GONE'
   | 'ERR_NO_HANDLER'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_LOCK_TIMEOUT'
   | 'ERR_INTERNAL'
 
 export declare class ClusterShmError extends Error {
@@ -92,6 +94,7 @@ export interface LostEvent {
   reason: 'incomplete' | 'corrupt' | 'bridge'
   /** How many; null when it cannot be known (a bridge 'failover'). */
   count?: number | null
+  /** 'corrupt': how many unread bytes the reset dropped; absent when that is unknown (the ring's cursors were out of range). */
   bytes?: number
   /** For reason 'bridge': why they were lost. */
   cause?: BridgeLossCause
@@ -160,6 +163,8 @@ export interface MasterOptions {
   ringSize?: number
   /** Microseconds the delivery thread spins before sleeping (latency vs one busy core). Default 0. */
   spinMicros?: number
+  /** Payload bytes of send()s this process may have queued (waiting for room) before send() rejects with ERR_QUEUE_FULL. Default 64 MiB. */
+  maxQueuedBytes?: number
   /** Bytes for named semaphores, regions and maps (a multiple of 4096). Default 4 MiB. */
   heapSize?: number
 }
@@ -171,6 +176,8 @@ export interface WorkerOptions {
   name?: string
   /** See MasterOptions.spinMicros. */
   spinMicros?: number
+  /** See MasterOptions.maxQueuedBytes. */
+  maxQueuedBytes?: number
 }
 
 export declare class Bus extends EventEmitter {
@@ -187,6 +194,10 @@ export declare class Bus extends EventEmitter {
   readonly closed: boolean
   /** Messages of this process waiting for room in a receiver's ring. */
   readonly queued: number
+  /** Payload bytes of those messages. */
+  readonly queuedBytes: number
+  /** Past this many queued bytes, send(), broadcast() and publish() reject at once with ERR_QUEUE_FULL (one message is always taken). */
+  readonly maxQueuedBytes: number
   /**
    * How incoming messages reach this process now: `'event-loop'` (the event loop is woken
    * directly; Linux), `'thread'` (a delivery thread hands them over; other platforms, or
@@ -298,6 +309,8 @@ export interface MapOptions {
   maxKeyBytes?: number
   /** Longest encoded value in bytes (default 256; a number takes 8). */
   maxValueBytes?: number
+  /** This process's bound (ms, default 10) on waiting for another process's hold of the map's lock; past it an operation throws ERR_LOCK_TIMEOUT and changes nothing. Not a parameter of the shared map. */
+  lockTimeout?: number
 }
 
 export declare class SharedMap {
@@ -305,6 +318,8 @@ export declare class SharedMap {
   readonly capacity: number
   readonly maxKeyBytes: number
   readonly maxValueBytes: number
+  /** See MapOptions.lockTimeout; settable. */
+  lockTimeout: number
   /** Keys held now. */
   readonly size: number
   get(key: string): any

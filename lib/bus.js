@@ -39,10 +39,10 @@ class Bus extends EventEmitter {
   #objects
   #forgetAtExit // undoes closeAtExit(this)
 
-  constructor(nativeBus, spinMicros) {
+  constructor(nativeBus, spinMicros, maxQueuedBytes) {
     super()
     const state = (this.#state = new BusState(nativeBus, spinMicros))
-    const outgoing = (this.#outgoing = new Outgoing(state))
+    const outgoing = (this.#outgoing = new Outgoing(state, maxQueuedBytes))
     this.#forgetAtExit = closeAtExit(this)
     const incoming = (this.#incoming = new Incoming(this, state))
     this.#topics = new Topics(state, outgoing, incoming)
@@ -83,6 +83,13 @@ class Bus extends EventEmitter {
   /** Messages of this process still waiting for room in a receiver's ring. */
   get queued() {
     return this.#state.native.queued
+  }
+  /** Payload bytes of those messages; send() rejects with ERR_QUEUE_FULL past maxQueuedBytes. */
+  get queuedBytes() {
+    return this.#outgoing.queuedBytes
+  }
+  get maxQueuedBytes() {
+    return this.#outgoing.maxQueuedBytes
   }
 
   /**

@@ -7,7 +7,7 @@ const cluster = require('node:cluster')
 const os = require('node:os')
 const native = require('../binding.js')
 const { fail } = require('./errors.js')
-const { MAX_WORKERS, checkInt, checkOptions, defaultRingSize } = require('./options.js')
+const { MAX_WORKERS, checkInt, checkOptions, checkQueueLimit, defaultRingSize } = require('./options.js')
 const { cleanUpOnSignals } = require('./process.js')
 const { Bus } = require('./bus.js')
 
@@ -25,7 +25,7 @@ function masterInit(options) {
   if (heapSize % 4096 !== 0) fail('ERR_INVALID_ARG', `heapSize must be a multiple of 4096, got ${heapSize}`)
   const spin = checkInt('spinMicros', options.spinMicros ?? 0, 0, 1e6)
   const handle = native.createCluster(workers, ringSize, heapSize)
-  const bus = new Bus(handle, spin)
+  const bus = new Bus(handle, spin, checkQueueLimit(options))
   process.env[SEGMENT_ENV] = bus.name
   if (cluster.isPrimary) {
     // A worker that died (crash, kill, exit) gives its index back so a replacement can take it.
@@ -47,7 +47,7 @@ function workerInit(options) {
   if (typeof name !== 'string') fail('ERR_INVALID_ARG', 'name must be a string')
   const index = options.index === undefined ? -1 : checkInt('index', options.index, 0, MAX_WORKERS - 1)
   const spin = checkInt('spinMicros', options.spinMicros ?? 0, 0, 1e6)
-  return new Bus(native.attachCluster(name, index), spin)
+  return new Bus(native.attachCluster(name, index), spin, checkQueueLimit(options))
 }
 
 module.exports = { SEGMENT_ENV, masterInit, workerInit }

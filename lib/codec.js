@@ -4,6 +4,7 @@
 
 const v8 = require('node:v8')
 const { fail } = require('./errors.js')
+const { isPayloadBytes } = require('./options.js')
 
 // Frame kinds (src/core/layout.rs `kind`) and batch events (src/core/inbox.rs `event`).
 const BYTES = 1
@@ -23,7 +24,7 @@ const RECORD_HEADER = 8
 const RECORD_LARGE = 1 // record flag: the payload is the batch's next large buffer
 
 function isUint8(data) {
-  return Buffer.isBuffer(data) || (data instanceof Uint8Array && data.constructor === Uint8Array)
+  return isPayloadBytes(data)
 }
 
 function bytesOf(payload) {

@@ -9,6 +9,10 @@ const { fail } = require('./errors.js')
 const { BYTES, VALUE, TOPIC, REQUEST, RESPONSE, PEER_UP, PEER_DOWN, LOST, CORRUPT, CLOSED, RECORD_HEADER, RECORD_LARGE, decode } = require('./codec.js')
 const { flushStaged } = require('./outgoing.js')
 
+// Runtimes that load N-API addons but whose libuv functions are stubs (Bun aborts in
+// uv_poll_init) deliver on a thread instead of the event loop. (Deno's libuv functions work.)
+if (process.versions.bun !== undefined) require('../binding.js').useDeliveryThread?.() // Linux only: elsewhere delivery is a thread anyway
+
 class Incoming {
   #bus // the EventEmitter users hold: messages and events are emitted on it
   #state
@@ -19,10 +23,15 @@ class Incoming {
   #largeAt = 1 // next large payload
   #topics = null // lib/topics.js Topics: TOPIC envelopes
   #requests = null // lib/requests.js Requests: REQUEST and RESPONSE envelopes, peers that leave
+  #watch // unref'd once-a-second check that the cluster runs, subscribed or not (null once it ended)
 
   constructor(bus, state) {
     this.#bus = bus
     this.#state = state
+    this.#watch = setInterval(() => {
+      const s = state.native.clusterState()
+      if (s !== 0) this.#shutdown(s === 2 ? 1 : 0)
+    }, 1000).unref()
     // Delivery runs while anything needs incoming records: 'message' listeners, topic
     // callbacks, request handlers, pending requests.
     bus.on('newListener', (event) => {
@@ -89,6 +98,7 @@ class Incoming {
   /** The bus is closing: delivery ends with it. */
   close() {
     this.#delivering = false
+    clearInterval(this.#watch)
   }
 
   /** Handles every record of a batch. Listener errors are rethrown after it, so the batch is acknowledged. */
@@ -130,7 +140,7 @@ class Incoming {
     else if (kind === TOPIC) this.#topics.receive(from, batch, start, end)
     else if (kind === REQUEST) this.#requests.receiveRequest(from, batch, start, end)
     else if (kind === RESPONSE) this.#requests.receiveResponse(from, batch, start, end)
-    else this.#event(kind, from, len === 4 ? batch.readUInt32LE(start) : 0)
+    else this.#event(kind, from, len === 4 ? batch.readUInt32LE(start) : undefined)
   }
 
   #message(msg) {
@@ -150,8 +160,16 @@ class Incoming {
       this.#requests.peerGone(from, address)
       bus.emit('detach', address)
     } else if (kind === LOST) bus.emit('lost', { from: address, count: value, reason: 'incomplete' })
-    else if (kind === CORRUPT) bus.emit('lost', { from: address, bytes: value, reason: 'corrupt' })
-    else if (kind === CLOSED) bus.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
+    else if (kind === CORRUPT) bus.emit('lost', value === undefined ? { from: address, reason: 'corrupt' } : { from: address, bytes: value, reason: 'corrupt' })
+    else if (kind === CLOSED) this.#shutdown(value)
+  }
+
+  /** 'shutdown', once, whether delivery or the once-a-second check noticed it. */
+  #shutdown(value) {
+    if (this.#watch === null) return
+    clearInterval(this.#watch)
+    this.#watch = null
+    this.#bus.emit('shutdown', { reason: value === 1 ? 'primary-died' : 'closed' })
   }
 }
 

@@ -3,7 +3,7 @@
 // the codec of its values, and the per-bus registry that opens each name once.
 
 const { fail } = require('./errors.js')
-const { checkInt, checkOptions, checkSignal } = require('./options.js')
+const { checkInt, checkOptions, checkSignal, checkBytes } = require('./options.js')
 const { encode, decode } = require('./codec.js')
 
 class Permit {
@@ -108,8 +108,7 @@ class Region {
   /** Copies `bytes` (Buffer/Uint8Array) into the region at `offset`. */
   write(offset, bytes) {
     checkOffset('offset', offset)
-    if (!(bytes instanceof Uint8Array)) fail('ERR_INVALID_ARG', 'bytes must be a Buffer or Uint8Array')
-    this.#native.write(offset, bytes)
+    this.#native.write(offset, checkBytes(bytes))
   }
   /** Copies `length` bytes from `offset` into a new Buffer. */
   read(offset, length) {
@@ -150,11 +149,24 @@ function checkKey(key) {
 
 class SharedMap {
   #native
+  #lockTimeout = 0
   constructor(nativeMap, { capacity, maxKeyBytes, maxValueBytes }) {
     this.#native = nativeMap
     this.capacity = capacity
     this.maxKeyBytes = maxKeyBytes
     this.maxValueBytes = maxValueBytes
+  }
+  /**
+   * Milliseconds an operation of this process waits while another process holds the map's lock
+   * (one that is stopped, or starved of CPU) before it throws ERR_LOCK_TIMEOUT, changing nothing.
+   */
+  get lockTimeout() {
+    return this.#lockTimeout
+  }
+  set lockTimeout(ms) {
+    checkInt('lockTimeout', ms, 0, 2 ** 31 - 1)
+    this.#native.setLockTimeout(ms)
+    this.#lockTimeout = ms
   }
   /** Keys held now. */
   get size() {
@@ -246,12 +258,14 @@ class NamedObjects {
 
   /** Bus#map. */
   map(name, options) {
-    const { capacity = 1024, maxKeyBytes = 64, maxValueBytes = 256 } = checkOptions(options, 'options')
+    const { capacity = 1024, maxKeyBytes = 64, maxValueBytes = 256, lockTimeout = 10 } = checkOptions(options, 'options')
+    checkInt('lockTimeout', lockTimeout, 0, 2 ** 31 - 1)
     checkInt('capacity', capacity, 1, 1 << 24)
     checkInt('maxKeyBytes', maxKeyBytes, 1, 1024)
     checkInt('maxValueBytes', maxValueBytes, 8, 1 << 20)
     const map = this.#object(name, 'map', () => new SharedMap(this.#state.native.map(name, capacity, maxKeyBytes, maxValueBytes), { capacity, maxKeyBytes, maxValueBytes }))
     if (map.capacity !== capacity || map.maxKeyBytes !== maxKeyBytes || map.maxValueBytes !== maxValueBytes) fail('ERR_MISMATCH', `map "${name}" exists with other parameters`)
+    map.lockTimeout = lockTimeout // this process's own bound, not a parameter of the shared map
     return map
   }
 }

@@ -14,10 +14,61 @@ function checkInt(name, value, min, max) {
   return value
 }
 
+/**
+ * A plain copy of an options object: its getters (and a Proxy's traps) run once, here, so that
+ * one that throws, or a revoked Proxy, is an ERR_INVALID_ARG and not a stray TypeError later.
+ */
 function checkOptions(options, name) {
   if (options === undefined) return {}
   if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `${name} must be an object`)
-  return options
+  const copy = {}
+  try {
+    for (const key in options) copy[key] = options[key]
+  } catch (err) {
+    fail('ERR_INVALID_ARG', `${name} could not be read: ${err?.message}`)
+  }
+  return copy
+}
+
+// %TypedArray%.prototype's getters read the object's internal slots: a Proxy (revoked or not)
+// cannot fake them, and they never throw (undefined / 0 for anything that is not a typed array).
+const typedArray = Object.getPrototypeOf(Uint8Array.prototype)
+const typedArrayName = Object.getOwnPropertyDescriptor(typedArray, Symbol.toStringTag).get
+const typedArrayLength = Object.getOwnPropertyDescriptor(typedArray, 'length').get
+
+/** Whether a view of length 0 is one whose buffer was transferred or detached. */
+function isDetached(view) {
+  if (typedArrayLength.call(view) !== 0) return false
+  try {
+    new Uint8Array(view.buffer) // throws on a detached ArrayBuffer
+    return false
+  } catch {
+    return true
+  }
+}
+
+/**
+ * Whether a payload goes as raw bytes: a real (not a Proxy of one) Buffer or plain Uint8Array.
+ * Other typed arrays, subclasses of Uint8Array included, go through v8.serialize. A detached
+ * view is refused (ERR_INVALID_ARG) rather than sent as 0 bytes. The common case, a non-empty
+ * Buffer, costs the slot read and one branch.
+ */
+function isPayloadBytes(data) {
+  if (typedArrayName.call(data) !== 'Uint8Array') return false
+  if (data.length === 0 && isDetached(data)) fail('ERR_INVALID_ARG', 'the payload is a view of a detached ArrayBuffer')
+  return Buffer.isBuffer(data) || Object.getPrototypeOf(data) === Uint8Array.prototype
+}
+
+/** region.write's bytes: any real Uint8Array (subclasses included), not detached. */
+function checkBytes(bytes) {
+  if (typedArrayName.call(bytes) !== 'Uint8Array') fail('ERR_INVALID_ARG', 'bytes must be a Buffer or Uint8Array (not a Proxy of one)')
+  if (isDetached(bytes)) fail('ERR_INVALID_ARG', 'bytes is a view of a detached ArrayBuffer')
+  return bytes
+}
+
+/** masterInit's and workerInit's `maxQueuedBytes`: bytes of send()s one bus may have queued. */
+function checkQueueLimit(options) {
+  return checkInt('maxQueuedBytes', options.maxQueuedBytes ?? 64 << 20, 0, Number.MAX_SAFE_INTEGER)
 }
 
 /** The optional `timeout` (ms) of send(), broadcast() and publish(). */
@@ -27,8 +78,17 @@ function checkTimeoutOption(options) {
   return timeout
 }
 
+// AbortSignal.prototype.aborted's getter is a brand check: it throws for anything but a real
+// AbortSignal (a Proxy of one, revoked or not, included), whose methods would throw later.
+const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted').get
+
 function checkSignal(signal) {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+  if (signal === undefined) return
+  try {
+    abortedOf.call(signal)
+  } catch {
+    fail('ERR_INVALID_ARG', 'signal must be an AbortSignal')
+  }
 }
 
 function checkRequestOptions(options) {
@@ -47,4 +107,4 @@ function defaultRingSize(workers) {
   return size
 }
 
-module.exports = { MAX_WORKERS, checkInt, checkOptions, checkTimeoutOption, checkSignal, checkRequestOptions, defaultRingSize }
+module.exports = { MAX_WORKERS, checkInt, checkOptions, checkQueueLimit, isPayloadBytes, checkBytes, checkTimeoutOption, checkSignal, checkRequestOptions, defaultRingSize }

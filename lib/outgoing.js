@@ -3,7 +3,7 @@
 // send queue (send()s waiting for room on the native sender thread, settled through
 // completions), and the fan-out of one payload to several processes.
 
-const { fail } = require('./errors.js')
+const { ClusterShmError, fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
 const { UTF8, encode } = require('./codec.js')
 
@@ -32,8 +32,11 @@ class Outgoing {
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
+  queuedBytes = 0 // payload bytes of the send()s queued natively
+  maxQueuedBytes // past this, send() rejects at once with ERR_QUEUE_FULL
 
-  constructor(state) {
+  constructor(state, maxQueuedBytes = Infinity) {
+    this.maxQueuedBytes = maxQueuedBytes
     const nativeBus = state.native
     this.#state = state
     this.#native = nativeBus
@@ -126,7 +129,7 @@ class Outgoing {
     let at = 0
     for (let i = 0; at < records.length; i++) {
       const len = records.readUInt32LE(at + 4)
-      if (i >= accepted) this.send(t, records[at], Buffer.from(records.subarray(at + 8, at + 8 + len)), undefined, false).catch(() => {})
+      if (i >= accepted) this.send(t, records[at], Buffer.from(records.subarray(at + 8, at + 8 + len)), undefined, false, true).catch(() => {})
       at += 8 + len
     }
   }
@@ -135,7 +138,7 @@ class Outgoing {
    * Writes now if the ring has room, else queues on the sender thread. `bound`: for the process
    * holding `t` now (broadcast, publish, requests), rejected with ERR_PEER_GONE if it leaves.
    */
-  send(t, kind, payload, timeout, bound) {
+  send(t, kind, payload, timeout, bound, accepted = false) {
     this.#flush(t)
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
@@ -146,11 +149,18 @@ class Outgoing {
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {
       return RESOLVED
     }
+    // The high-water mark; one message is always taken, and so is what write() already accepted.
+    const bytes = payload.length
+    if (this.queuedBytes > 0 && this.queuedBytes + bytes > this.maxQueuedBytes && !accepted) {
+      return Promise.reject(new ClusterShmError('ERR_QUEUE_FULL', `${this.queuedBytes} bytes of send()s are queued already (maxQueuedBytes ${this.maxQueuedBytes})`))
+    }
     const id = this.#native.sendQueued(t, kind, payload, timeout, bound)
+    this.queuedBytes += bytes
     this.#queuedTo[t] = (this.#queuedTo[t] ?? 0) + 1
     const staged = this.#staged[t]
     if (staged !== undefined) staged.credit = 0 // nothing staged may overtake it
     return this.completion(id).then((code) => {
+      this.queuedBytes -= bytes
       this.#queuedTo[t]--
       if (code) fail(code, code === 'ERR_TIMEOUT' ? `no room in the ring to ${this.#state.toPublic(t)} within ${timeout} ms` : `send to ${this.#state.toPublic(t)} failed: ${code}`)
     })

@@ -213,7 +213,7 @@ fn open_sum_objects(ep: &Endpoint) -> (Semaphore, SharedMap) {
 }
 
 fn read_plain(map: &SharedMap) -> u64 {
-    match map.get(SUM_KEY) {
+    match map.get(SUM_KEY).unwrap() {
         None => 0,
         Some((kind::BYTES, v)) if v.len() == 8 => u64::from_le_bytes(v.try_into().unwrap()),
         Some(other) => bad(format!("plain value is {other:?}")),
@@ -294,10 +294,10 @@ fn map_increment_sums_exactly() {
     let (_, map) = open_sum_objects(&primary);
     println!("map increment: {} increments in {took:?}", SUM_PROCS * SUM_ITERS);
     assert_eq!(
-        map.get(b"hits"),
+        map.get(b"hits").unwrap(),
         Some((kind::F64, ((SUM_PROCS * SUM_ITERS) as f64).to_le_bytes().to_vec()))
     );
-    assert_eq!(map.len(), 1);
+    assert_eq!(map.len().unwrap(), 1);
     drop(seg);
 }
 
@@ -368,7 +368,10 @@ fn semaphore_of_3_never_has_more_than_3_holders() {
         max >= 2,
         "the processes never held permits at the same time (max {max}): the test proved nothing"
     );
-    assert_eq!(map.get(b"holders"), Some((kind::F64, 0f64.to_le_bytes().to_vec())));
+    assert_eq!(
+        map.get(b"holders").unwrap(),
+        Some((kind::F64, 0f64.to_le_bytes().to_vec()))
+    );
     assert_eq!(sem.available(), HOLD_PERMITS);
     drop(seg);
 }
@@ -562,7 +565,7 @@ fn child_map_writer() {
     loop {
         let (key, v) = &values[rng.range(0, values.len() as u64) as usize];
         if *key >= SET_KEYS && rng.range(0, 4) == 0 {
-            map.delete(&map_key(*key));
+            map.delete(&map_key(*key)).unwrap();
         } else {
             map.set(&map_key(*key), kind::BYTES, v)
                 .unwrap_or_else(|e| bad(format!("set {e}")));
@@ -580,11 +583,13 @@ fn child_map_writer() {
 fn check_map(map: &Arc<SharedMap>, when: &str) -> (BTreeSet<u64>, u32) {
     let limit = Duration::from_secs(3);
     let m = map.clone();
-    let len_first = bounded(&format!("len() {when}"), limit, move || m.len());
+    let len_first = bounded(&format!("len() {when}"), limit, move || m.len().unwrap());
     let mut found = BTreeSet::new();
     for key in 0..SET_KEYS + DEL_KEYS {
         let m = map.clone();
-        let got = bounded(&format!("get({key}) {when}"), limit, move || m.get(&map_key(key)));
+        let got = bounded(&format!("get({key}) {when}"), limit, move || {
+            m.get(&map_key(key)).unwrap()
+        });
         if let Some((k, v)) = got {
             assert_eq!(k, kind::BYTES, "{when}: key {key} kind");
             if let Err(e) = check_value(key, &v) {
@@ -594,9 +599,9 @@ fn check_map(map: &Arc<SharedMap>, when: &str) -> (BTreeSet<u64>, u32) {
         }
     }
     let m = map.clone();
-    let keys = bounded(&format!("keys() {when}"), limit, move || m.keys());
+    let keys = bounded(&format!("keys() {when}"), limit, move || m.keys().unwrap());
     let m = map.clone();
-    let len_last = bounded(&format!("len() {when}"), limit, move || m.len());
+    let len_last = bounded(&format!("len() {when}"), limit, move || m.len().unwrap());
     let listed: BTreeSet<u64> = keys
         .iter()
         .map(|k| {
@@ -638,7 +643,7 @@ fn map_survives_writers_killed_mid_set() {
             let key = rng.range(0, SET_KEYS + DEL_KEYS);
             let m = map.clone();
             if let Some((_, v)) = bounded("get beside a live writer", Duration::from_secs(3), move || {
-                m.get(&map_key(key))
+                m.get(&map_key(key)).unwrap()
             }) {
                 if let Err(e) = check_value(key, &v) {
                     panic!("round {round}: get beside a live writer: {e}");
@@ -670,14 +675,14 @@ fn map_survives_writers_killed_mid_set() {
         for key in 0..SET_KEYS + DEL_KEYS {
             let v = map_value(key, 7, 100 + key as usize);
             m.set(&map_key(key), kind::BYTES, &v).unwrap();
-            assert_eq!(m.get(&map_key(key)), Some((kind::BYTES, v)));
+            assert_eq!(m.get(&map_key(key)).unwrap(), Some((kind::BYTES, v)));
         }
-        assert_eq!(m.len() as u64, SET_KEYS + DEL_KEYS);
+        assert_eq!(m.len().unwrap() as u64, SET_KEYS + DEL_KEYS);
         for key in 0..SET_KEYS + DEL_KEYS {
-            assert!(m.delete(&map_key(key)));
+            assert!(m.delete(&map_key(key)).unwrap());
         }
-        assert!(m.is_empty());
-        assert!(m.keys().is_empty());
+        assert!(m.is_empty().unwrap());
+        assert!(m.keys().unwrap().is_empty());
     });
     assert!(
         stale_len.is_empty(),
@@ -716,7 +721,7 @@ fn map_lock_of_a_killed_unreaped_writer_does_not_hang_its_parent() {
             let t0 = Instant::now();
             let mut found = BTreeSet::new();
             for key in 0..SET_KEYS + DEL_KEYS {
-                if let Some((_, v)) = m.get(&map_key(key)) {
+                if let Some((_, v)) = m.get(&map_key(key)).unwrap() {
                     if let Err(e) = check_value(key, &v) {
                         let _ = tx.send(Err(e));
                         return;
@@ -724,7 +729,7 @@ fn map_lock_of_a_killed_unreaped_writer_does_not_hang_its_parent() {
                     found.insert(key);
                 }
             }
-            let _ = tx.send(Ok((found, m.len(), t0.elapsed())));
+            let _ = tx.send(Ok((found, m.len().unwrap(), t0.elapsed())));
         });
         match rx.recv_timeout(Duration::from_millis(1500)) {
             Ok(Err(e)) => panic!("round {round}: get returned an incomplete value: {e}"),
@@ -838,8 +843,8 @@ fn child_object_racer() {
     loop {
         let missing = (0..RACE_ROUNDS as usize).find(|&r| {
             let marks_ok = (0..RACERS as u64).all(|c| regions[r].read(c * 8, 8).unwrap() == (c + 1).to_le_bytes());
-            let count_ok = maps[r].get(b"n") == Some((kind::F64, (RACERS as f64).to_le_bytes().to_vec()));
-            let keys_ok = maps[r].len() as usize == RACERS + 1;
+            let count_ok = maps[r].get(b"n").unwrap() == Some((kind::F64, (RACERS as f64).to_le_bytes().to_vec()));
+            let keys_ok = maps[r].len().unwrap() as usize == RACERS + 1;
             let sem_ok = sems[r].available() == 1;
             !(marks_ok && count_ok && keys_ok && sem_ok)
         });
@@ -848,8 +853,8 @@ fn child_object_racer() {
             Some(r) if Instant::now() > deadline => bad(format!(
                 "round {r}: others' writes not visible: region {:?}, n {:?}, len {}, permits free {}",
                 regions[r].read(0, RACERS * 8).unwrap(),
-                maps[r].get(b"n"),
-                maps[r].len(),
+                maps[r].get(b"n").unwrap(),
+                maps[r].len().unwrap(),
                 sems[r].available()
             )),
             Some(_) => thread::sleep(Duration::from_millis(2)),
@@ -926,7 +931,10 @@ fn objects_created_concurrently_by_name_are_one_object() {
         let want: Vec<u8> = (0..RACERS as u64).flat_map(|c| (c + 1).to_le_bytes()).collect();
         assert_eq!(region.read(0, RACERS * 8).unwrap(), want, "round {r}");
         let map = SharedMap::open(&primary, &format!("m{r}"), 8, 16, 16).unwrap();
-        assert_eq!(map.get(b"n"), Some((kind::F64, (RACERS as f64).to_le_bytes().to_vec())));
+        assert_eq!(
+            map.get(b"n").unwrap(),
+            Some((kind::F64, (RACERS as f64).to_le_bytes().to_vec()))
+        );
         let sem = Semaphore::open(&primary, &format!("s{r}"), 2).unwrap();
         assert_eq!(
             sem.available(),

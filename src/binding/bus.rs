@@ -180,6 +180,7 @@ impl Inner {
         }
         self.stop_delivery();
         self.outbox.close();
+        release_freed_memory();
         for w in lock(&self.semaphores).values() {
             w.close();
         }
@@ -192,6 +193,17 @@ impl Inner {
             // The primary died without cleaning up: do not let its segment outlive the cluster.
             shared.unlink();
         }
+    }
+}
+
+/// Gives the pages of what close() just freed (the copies of queued messages) back to the OS:
+/// glibc keeps freed blocks below its mmap threshold in its arenas otherwise.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only hands free memory of the allocator back to the OS; it touches no
+    // live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -378,6 +390,14 @@ impl NativeBus {
         bound: bool,
     ) -> Result<u32> {
         js(env, self.inner.send_queued(to, kind, data, timeout_ms, bound))
+    }
+
+    /// The once-a-second check of every attached process, subscribed or not (lib/incoming.js):
+    /// 0 the cluster runs, 1 its primary closed it, 2 its primary died (then marked closed for
+    /// every member, so that their writes fail with ERR_CLUSTER_CLOSED).
+    #[napi]
+    pub fn cluster_state(&self) -> u32 {
+        self.inner.ep.shared().check_primary()
     }
 
     /// Indices held by a live attachment (this one included), primary last.

@@ -111,6 +111,7 @@ pub(super) fn map_error(e: MapError) -> Coded {
         MapError::KeyTooLarge { .. } | MapError::ValueTooLarge { .. } => "ERR_PAYLOAD_TOO_LARGE",
         MapError::Full { .. } => "ERR_MAP_FULL",
         MapError::NotANumber => "ERR_NOT_A_NUMBER",
+        MapError::Busy { .. } => "ERR_LOCK_TIMEOUT",
     };
     coded(code, e)
 }

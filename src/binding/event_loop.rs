@@ -138,6 +138,16 @@ pub(super) struct LoopDelivery {
     state: Arc<State>,
 }
 
+/// Set for runtimes whose libuv functions are stubs that abort the process (Bun panics in
+/// `uv_poll_init`): there every subscription uses the delivery thread.
+static THREAD_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// lib/incoming.js calls this under a runtime that is not Node (`process.versions.bun`).
+#[napi_derive::napi]
+pub fn use_delivery_thread() {
+    THREAD_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Starts delivery on the event loop of `env`, or returns `None` where it is not available.
 pub(super) fn start(
     env: sys::napi_env,
@@ -145,7 +155,9 @@ pub(super) fn start(
     callback: sys::napi_value,
     spin: Duration,
 ) -> Option<LoopDelivery> {
-    if std::env::var_os("CLUSTER_SHM_DELIVERY").is_some_and(|v| v == "thread") {
+    if THREAD_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+        || std::env::var_os("CLUSTER_SHM_DELIVERY").is_some_and(|v| v == "thread")
+    {
         return None;
     }
     let uv = uv()?;

@@ -2,6 +2,7 @@
 //! boundary as `[kind, ...bytes]`; index.js encodes and decodes them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -54,23 +55,36 @@ impl NativeMap {
     }
 
     #[napi(getter)]
-    pub fn size(&self) -> u32 {
-        self.map.len()
+    pub fn size(&self, env: &Env) -> Result<u32> {
+        js(env, self.map.len().map_err(map_error))
+    }
+
+    /// How long (ms) an operation waits while another process holds the map's lock before it
+    /// throws ERR_LOCK_TIMEOUT; a negative value waits as long as the holder lives.
+    #[napi]
+    pub fn set_lock_timeout(&mut self, ms: f64) {
+        let bound = (ms >= 0.0 && ms.is_finite()).then(|| Duration::from_secs_f64(ms / 1000.0));
+        self.map.set_lock_bound(bound);
     }
 
     /// The value as `[kind, ...bytes]`, or null.
     #[napi]
     pub fn get(&self, env: &Env, key: String) -> Result<Option<Buffer>> {
-        let r = self
-            .bus
-            .open()
-            .map(|_| self.map.get(key.as_bytes()).map(|(k, v)| kind_and_bytes(k, v)));
+        let r = self.bus.open().and_then(|_| {
+            let v = self.map.get(key.as_bytes()).map_err(map_error)?;
+            Ok(v.map(|(k, v)| kind_and_bytes(k, v)))
+        });
         js(env, r)
     }
 
     #[napi]
     pub fn has(&self, env: &Env, key: String) -> Result<bool> {
-        js(env, self.bus.open().map(|_| self.map.has(key.as_bytes())))
+        js(
+            env,
+            self.bus
+                .open()
+                .and_then(|_| self.map.has(key.as_bytes()).map_err(map_error)),
+        )
     }
 
     #[napi]
@@ -84,7 +98,12 @@ impl NativeMap {
 
     #[napi]
     pub fn delete(&self, env: &Env, key: String) -> Result<bool> {
-        js(env, self.bus.open().map(|_| self.map.delete(key.as_bytes())))
+        js(
+            env,
+            self.bus
+                .open()
+                .and_then(|_| self.map.delete(key.as_bytes()).map_err(map_error)),
+        )
     }
 
     #[napi]
@@ -126,12 +145,12 @@ impl NativeMap {
 
     #[napi]
     pub fn keys(&self, env: &Env) -> Result<Vec<String>> {
-        let r = self.bus.open().map(|_| {
-            self.map
-                .keys()
+        let r = self.bus.open().and_then(|_| {
+            let keys = self.map.keys().map_err(map_error)?;
+            Ok(keys
                 .into_iter()
                 .map(|k| String::from_utf8_lossy(&k).into_owned())
-                .collect()
+                .collect())
         });
         js(env, r)
     }

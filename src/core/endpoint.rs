@@ -322,6 +322,27 @@ impl Shared {
         self.header().closed.load(Ordering::Acquire) != 0
     }
 
+    /// Why the cluster is closed: 0 it is not, 1 its primary closed it, 2 its primary died.
+    pub fn closed_reason(&self) -> u32 {
+        self.header().closed.load(Ordering::Acquire)
+    }
+
+    /// Checks that the primary lives; if it died, marks the cluster closed (2) for every member,
+    /// whose writes then fail, and wakes them. Returns [`closed_reason`](Self::closed_reason).
+    pub fn check_primary(&self) -> u32 {
+        let h = self.header();
+        if h.closed.load(Ordering::Acquire) == 0
+            && !self.is_creator()
+            && !self.primary_alive()
+            && h.closed
+                .compare_exchange(0, 2, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.registry_changed();
+        }
+        self.closed_reason()
+    }
+
     /// Removes the segment's name (processes that mapped it keep their mapping).
     pub fn unlink(&self) {
         segment::unlink(self.seg.name());

@@ -26,7 +26,8 @@ pub mod event {
     /// Messages from `from` were lost (payload: u32 LE count): a sender died mid-message, or this
     /// index's previous holder died while reassembling one.
     pub const LOST: u8 = 18;
-    /// The ring from `from` was corrupt and was reset (payload: u32 LE bytes dropped).
+    /// The ring from `from` was corrupt and was reset (payload: u32 LE bytes dropped, or empty
+    /// when that figure is unknown: the shared cursors were out of range).
     pub const CORRUPT: u8 = 19;
     /// The cluster is gone (payload: u32 LE 0 = the primary closed it, 1 = the primary died).
     pub const CLOSED: u8 = 20;
@@ -251,10 +252,16 @@ impl RingReader {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(_) => {
-                    let dropped = ring.reset().wrapping_sub(st.cursor);
+                    // What was dropped is known only when the tail lies within a ring's length
+                    // after the cursor; otherwise the event carries no figure (not a sentinel).
+                    let tail = ring.reset();
+                    let dropped = tail
+                        .checked_sub(st.cursor)
+                        .filter(|&d| d <= ring.capacity())
+                        .map(|d| d as u32);
                     st.cursor = ring.head();
                     st.assembling = None;
-                    batch.push_event(from, event::CORRUPT, Some(dropped.min(u32::MAX as u64) as u32));
+                    batch.push_event(from, event::CORRUPT, dropped);
                     return;
                 }
             };
@@ -340,7 +347,8 @@ impl Inbox {
         self.owners = owners;
         if shared.is_closed() && !self.closed_reported {
             self.closed_reported = true;
-            batch.push_event(ep.index(), event::CLOSED, Some(0));
+            let died = shared.closed_reason() == 2;
+            batch.push_event(ep.index(), event::CLOSED, Some(died as u32));
         }
     }
 
@@ -349,7 +357,7 @@ impl Inbox {
     pub fn check_primary(&mut self, ep: &Endpoint, batch: &mut Batch) {
         if !self.closed_reported && self.checked_primary.elapsed() >= Duration::from_secs(1) {
             self.checked_primary = Instant::now();
-            if !ep.shared().primary_alive() {
+            if ep.shared().check_primary() == 2 {
                 self.closed_reported = true;
                 batch.push_event(ep.index(), event::CLOSED, Some(1));
             }
@@ -403,5 +411,53 @@ impl Inbox {
             }
             bell.sleeping.store(bell_state::AWAKE, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::layout::{kind, RingHeader};
+    use crate::core::ring::Outgoing;
+
+    /// The `CORRUPT` events a reader at `cursor` reports when the published `tail` is `tail`:
+    /// `Some(bytes)` when the figure is known, `None` when the record carries none.
+    fn corrupt_report(cursor: u64, tail: u64, garbage_header: bool) -> Vec<Option<u32>> {
+        const CAP: usize = 4096;
+        // SAFETY: all-zero bytes are a valid RingHeader.
+        let hdr: Box<RingHeader> = Box::new(unsafe { std::mem::zeroed() });
+        let mut data = vec![0u8; CAP];
+        // SAFETY: `hdr` and `data` outlive `ring`.
+        let ring = unsafe { Ring::new(&*hdr, data.as_mut_ptr(), CAP as u64) };
+        for _ in 0..4 {
+            assert!(ring
+                .write_message(kind::BYTES, &[1; 100], &mut Outgoing::default(), CAP / 4 - 16, true)
+                .unwrap());
+        }
+        if garbage_header {
+            data[(cursor % CAP as u64) as usize..][..16].fill(0xff);
+        }
+        hdr.writer.tail.store(tail, Ordering::Release);
+        let mut reader = RingReader::new(cursor);
+        let mut batch = Batch::default();
+        reader.drain(0, &ring, &mut batch, Budget::BATCH);
+        batch
+            .iter()
+            .filter(|(_, k, _)| *k == event::CORRUPT)
+            .map(|(_, _, p)| (p.len() == 4).then(|| u32::from_le_bytes(p.try_into().unwrap())))
+            .collect()
+    }
+
+    #[test]
+    fn corrupt_reports_the_bytes_it_dropped_when_they_are_known() {
+        // An invalid frame header at the cursor, the tail 4 frames of 128 bytes further: 512 bytes.
+        assert_eq!(corrupt_report(0, 512, true), vec![Some(512)]);
+    }
+
+    #[test]
+    fn corrupt_reports_no_figure_when_the_tail_is_behind_or_too_far() {
+        // A tail moved before the reader's cursor, or beyond a ring's length: no sentinel count.
+        assert_eq!(corrupt_report(256, 128, false), vec![None]);
+        assert_eq!(corrupt_report(0, 1 << 20, false), vec![None]);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Open addressing with linear probing over `slots` (a power of two ≥ 1.5 × capacity); deleted
 //! slots become tombstones that later inserts reuse. Every operation runs under the map's robust
-//! lock (see [`super::objects::lock`]) for a bounded copy of at most one key and one value, so
-//! each operation is atomic. Before touching a slot the writer records it in `dirty`; a process
+//! lock (see [`super::objects::lock_within`]) for a bounded copy of at most one key and one value,
+//! so each operation is atomic; with a bound set ([`SharedMap::set_lock_bound`]) an operation
+//! that waited that long for a stopped holder fails with [`MapError::Busy`], changing nothing. Before touching a slot the writer records it in `dirty`; a process
 //! that steals the lock from a dead writer drops that slot (the key reads as absent), so a value
 //! torn by a crash is never returned.
 //!
@@ -15,8 +16,8 @@
 //! assert_eq!(m.increment(b"/home", 1.0).unwrap(), 1.0);
 //! assert_eq!(m.increment(b"/home", 2.0).unwrap(), 3.0);
 //! m.set(b"greeting", kind::UTF8, b"hi").unwrap();
-//! assert_eq!(m.get(b"greeting"), Some((kind::UTF8, b"hi".to_vec())));
-//! assert_eq!(m.len(), 2);
+//! assert_eq!(m.get(b"greeting").unwrap(), Some((kind::UTF8, b"hi".to_vec())));
+//! assert_eq!(m.len().unwrap(), 2);
 //! shared.close_cluster();
 //! ```
 
@@ -66,6 +67,10 @@ pub enum MapError {
     },
     /// `increment` on a value that is not a number.
     NotANumber,
+    /// Another process held the map's lock longer than the bound (it is stopped, or starved).
+    Busy {
+        bound: std::time::Duration,
+    },
 }
 
 impl std::fmt::Display for MapError {
@@ -75,6 +80,11 @@ impl std::fmt::Display for MapError {
             Self::ValueTooLarge { len, max } => write!(f, "value of {len} bytes is larger than maxValueBytes ({max})"),
             Self::Full { capacity } => write!(f, "the map holds its capacity of {capacity} keys"),
             Self::NotANumber => f.write_str("increment() on a value that is not a number"),
+            Self::Busy { bound } => write!(
+                f,
+                "another process held the map's lock for more than {} ms (stopped or starved)",
+                bound.as_secs_f64() * 1000.0
+            ),
         }
     }
 }
@@ -97,6 +107,8 @@ pub struct SharedMap {
     capacity: u32,
     max_key: usize,
     max_value: usize,
+    /// How long an operation waits for a live holder of the lock (None: as long as it holds it).
+    lock_bound: Option<std::time::Duration>,
 }
 
 fn fnv1a(key: &[u8]) -> u64 {
@@ -142,6 +154,7 @@ impl SharedMap {
             capacity: capacity as u32,
             max_key: max_key as usize,
             max_value: max_value as usize,
+            lock_bound: None,
         })
     }
 
@@ -236,15 +249,28 @@ impl SharedMap {
         hdr.dirty.store(0, Ordering::Release);
     }
 
+    /// Bounds the wait of every operation for a live holder of the lock (None: unbounded); past
+    /// it the operation fails with [`MapError::Busy`] and changes nothing.
+    pub fn set_lock_bound(&mut self, bound: Option<std::time::Duration>) {
+        self.lock_bound = bound;
+    }
+
     /// Runs `f` under the map's lock, repairing the map first when its last holder died.
-    fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
+    fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R, MapError> {
         let hdr = self.header();
-        if objects::lock(&self.mem.shared, &hdr.lock, self.me) == Locked::Recovered {
-            self.repair();
+        let bound = self.lock_bound;
+        match objects::lock_within(&self.mem.shared, &hdr.lock, self.me, bound) {
+            Some(Locked::Recovered) => self.repair(),
+            Some(Locked::Clean) => {}
+            None => {
+                return Err(MapError::Busy {
+                    bound: bound.unwrap_or_default(),
+                })
+            }
         }
         let r = f();
         objects::unlock(&hdr.lock, self.me);
-        r
+        Ok(r)
     }
 
     /// After a holder died: drop the slot it was writing, and recount.
@@ -300,24 +326,27 @@ impl SharedMap {
     }
 
     /// Keys held now (under the lock, so that a dead writer's slot is repaired first).
-    pub fn len(&self) -> u32 {
+    pub fn len(&self) -> Result<u32, MapError> {
         self.locked(|| self.header().count.load(Ordering::Acquire))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn is_empty(&self) -> Result<bool, MapError> {
+        self.len().map(|n| n == 0)
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<(u8, Vec<u8>)> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>, MapError> {
         if key.len() > self.max_key {
-            return None;
+            return Ok(None);
         }
         let hash = fnv1a(key);
         self.locked(|| self.probe(key, hash).0.map(|i| self.value(i, &self.head(i))))
     }
 
-    pub fn has(&self, key: &[u8]) -> bool {
-        key.len() <= self.max_key && self.locked(|| self.probe(key, fnv1a(key)).0.is_some())
+    pub fn has(&self, key: &[u8]) -> Result<bool, MapError> {
+        if key.len() > self.max_key {
+            return Ok(false);
+        }
+        self.locked(|| self.probe(key, fnv1a(key)).0.is_some())
     }
 
     /// Inserts into a free slot (the caller holds the lock and checked sizes).
@@ -345,12 +374,12 @@ impl SharedMap {
                 Ok(())
             }
             (None, free) => self.insert(free, hash, key, kind, val),
-        })
+        })?
     }
 
-    pub fn delete(&self, key: &[u8]) -> bool {
+    pub fn delete(&self, key: &[u8]) -> Result<bool, MapError> {
         if key.len() > self.max_key {
-            return false;
+            return Ok(false);
         }
         let hash = fnv1a(key);
         self.locked(|| match self.probe(key, hash).0 {
@@ -380,7 +409,7 @@ impl SharedMap {
                 Ok(new)
             }
             (None, free) => self.insert(free, hash, key, kind::F64, &by.to_le_bytes()).map(|_| by),
-        })
+        })?
     }
 
     /// Replaces the value at `key` with `new` (None: deletes it) if the current value equals
@@ -417,11 +446,11 @@ impl SharedMap {
                 (None, None) => {}
             }
             Ok(true)
-        })
+        })?
     }
 
     /// Every key (UTF-8 bytes), in slot order.
-    pub fn keys(&self) -> Vec<Vec<u8>> {
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, MapError> {
         self.locked(|| {
             (0..self.slots)
                 .filter_map(|i| {
@@ -460,13 +489,13 @@ mod tests {
             for k in 0..4 {
                 m.set(format!("k{k}").as_bytes(), kind::BYTES, &[round, k]).unwrap();
             }
-            assert_eq!(m.len(), 4);
+            assert_eq!(m.len().unwrap(), 4);
             assert_eq!(m.set(b"other", kind::BYTES, b"x"), Err(MapError::Full { capacity: 4 }));
-            assert_eq!(m.get(b"k2"), Some((kind::BYTES, vec![round, 2])));
+            assert_eq!(m.get(b"k2").unwrap(), Some((kind::BYTES, vec![round, 2])));
             for k in 0..4 {
-                assert!(m.delete(format!("k{k}").as_bytes()));
+                assert!(m.delete(format!("k{k}").as_bytes()).unwrap());
             }
-            assert!(m.is_empty());
+            assert!(m.is_empty().unwrap());
         }
         assert_eq!(
             m.set(&[0; 17], kind::BYTES, b""),
@@ -495,11 +524,11 @@ mod tests {
             m.compare_and_set(b"s", Some((kind::UTF8, b"x")), Some((kind::UTF8, b"z"))),
             Ok(true)
         );
-        assert_eq!(m.get(b"s"), Some((kind::UTF8, b"z".to_vec())));
+        assert_eq!(m.get(b"s").unwrap(), Some((kind::UTF8, b"z".to_vec())));
         assert_eq!(m.compare_and_set(b"new", None, Some((kind::BYTES, b"1"))), Ok(true));
         assert_eq!(m.compare_and_set(b"new", None, Some((kind::BYTES, b"2"))), Ok(false));
         assert_eq!(m.compare_and_set(b"new", Some((kind::BYTES, b"1")), None), Ok(true));
-        assert!(!m.has(b"new"));
+        assert!(!m.has(b"new").unwrap());
         s.close_cluster();
     }
 
@@ -516,9 +545,9 @@ mod tests {
         m.header()
             .lock
             .store(objects::holder_word(0, 1, 0x7fff_fff0), Ordering::Release);
-        assert_eq!(m.get(b"torn"), None);
-        assert_eq!(m.get(b"good"), Some((kind::BYTES, b"1".to_vec())));
-        assert_eq!(m.len(), 1);
+        assert_eq!(m.get(b"torn").unwrap(), None);
+        assert_eq!(m.get(b"good").unwrap(), Some((kind::BYTES, b"1".to_vec())));
+        assert_eq!(m.len().unwrap(), 1);
         s.close_cluster();
     }
 

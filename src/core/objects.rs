@@ -76,6 +76,12 @@ pub enum Locked {
 /// lives is checked by elapsed time (after 1 ms, then backing off to every 50 ms), not by spin
 /// count, so a dead holder is replaced promptly even on a loaded machine.
 pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
+    lock_within(shared, word, me, None).expect("an unbounded wait ends only with the lock")
+}
+
+/// [`lock`], giving up after `bound` (None: never) while a live holder keeps it: a holder that
+/// is stopped (SIGSTOP, a debugger, a frozen cgroup) must not stall its waiters' JS threads.
+pub fn lock_within(shared: &Shared, word: &AtomicU64, me: u64, bound: Option<std::time::Duration>) -> Option<Locked> {
     let mut spins: u32 = 0;
     let mut started: Option<std::time::Instant> = None;
     let mut next_check = std::time::Duration::from_millis(1);
@@ -86,11 +92,11 @@ pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
                 .compare_exchange_weak(cur, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return if cur == RECOVERED {
+                return Some(if cur == RECOVERED {
                     Locked::Recovered
                 } else {
                     Locked::Clean
-                };
+                });
             }
             continue;
         }
@@ -108,9 +114,40 @@ pub fn lock(shared: &Shared, word: &AtomicU64, me: u64) -> Locked {
                     .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return Locked::Recovered;
+                return Some(Locked::Recovered);
             }
         }
+        if let Some(b) = bound {
+            let waited = since.elapsed();
+            // A holder that is not stopped is making progress, only slowed down on a busy machine
+            // (preempted, or in a page fault): it gets up to STARVED_BOUND; a stopped one (or one
+            // whose state is unknown) gets `b`.
+            if waited >= b && (waited >= STARVED_BOUND.max(b) || !holder_not_stopped(cur)) {
+                return None;
+            }
+        }
+    }
+}
+
+/// How long [`lock_within`] waits at most for a holder that is not stopped.
+pub const STARVED_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the process of the holder `word` is known not to be stopped (Linux: its state in
+/// /proc/PID/stat is not `T`, stopped, nor `t`, stopped by a tracer; read only once a wait passed
+/// its bound). False elsewhere: unknown.
+fn holder_not_stopped(word: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", holder_pid(word))).unwrap_or_default();
+        // The state is the first field after the command name, which ends with the last ')'.
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'T' && state != 't')
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = word;
+        false
     }
 }
 
