@@ -33,8 +33,11 @@ export declare class NativeBus {
   writeStaged(to: number, records: Uint8Array): Array<number>
   /** Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued). */
   credit(to: number): number
-  /** Same as `write` for a string payload, without a Buffer in between. */
-  writeString(to: number, data: string): boolean
+  /**
+   * Same as `write` for a string payload (UTF-8 text, or a value's JSON text), without a
+   * Buffer in between.
+   */
+  writeString(to: number, kind: number, data: string): boolean
   /**
    * Registers `callback(id, result)`, through which queued sends and acquires report how they
    * ended ('' or a code for sends; 'clean', 'recovered' or a code for acquires).

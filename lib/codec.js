@@ -4,6 +4,7 @@
 
 const v8 = require('node:v8')
 const { fail } = require('./errors.js')
+const { jsonExact } = require('./json-codec.js')
 
 // Frame kinds (src/core/layout.rs `kind`) and batch events (src/core/inbox.rs `event`).
 const BYTES = 1
@@ -14,6 +15,8 @@ const VALUE = 3
 const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
 const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][0 u16][method][data]
 const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
+// A value that JSON carries exactly (lib/json-codec.js) as UTF-8 JSON text; others go as VALUE.
+const JSON_TEXT = 8
 const PEER_UP = 16
 const PEER_DOWN = 17
 const LOST = 18
@@ -30,12 +33,15 @@ function bytesOf(payload) {
   return typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
 }
 
-/** Returns [kind, payload]: a string stays a string (written without a Buffer in between). */
+/**
+ * Returns [kind, payload]: a string stays a string (written without a Buffer in between), and
+ * so does the JSON text of a value that JSON carries exactly.
+ */
 function encode(data) {
   if (typeof data === 'string') return [UTF8, data]
   if (isUint8(data)) return [BYTES, data]
   try {
-    return [VALUE, v8.serialize(data)]
+    return jsonExact(data) ? [JSON_TEXT, JSON.stringify(data)] : [VALUE, v8.serialize(data)]
   } catch (err) {
     return fail('ERR_UNSERIALIZABLE', `payload cannot be serialized: ${err.message}`)
   }
@@ -44,7 +50,19 @@ function encode(data) {
 function decode(kind, batch, start, end) {
   if (kind === UTF8) return batch.toString('utf8', start, end)
   if (kind === BYTES) return batch.subarray(start, end)
+  if (kind === JSON_TEXT) return JSON.parse(batch.toString('utf8', start, end))
   return v8.deserialize(batch.subarray(start, end))
+}
+
+/** Whether frames of `kind` are plain messages (not envelopes or events). */
+const isMessage = (kind) => kind <= VALUE || kind === JSON_TEXT
+
+/** The data of a message this process wrote to itself: the payload encode() returned. */
+function decodeLocal(kind, payload) {
+  if (kind === BYTES) return Buffer.from(payload)
+  if (kind === VALUE) return v8.deserialize(payload)
+  if (kind === JSON_TEXT) return JSON.parse(payload)
+  return payload
 }
 
 module.exports = {
@@ -54,6 +72,7 @@ module.exports = {
   TOPIC,
   REQUEST,
   RESPONSE,
+  JSON_TEXT,
   PEER_UP,
   PEER_DOWN,
   LOST,
@@ -65,4 +84,6 @@ module.exports = {
   bytesOf,
   encode,
   decode,
+  isMessage,
+  decodeLocal,
 }

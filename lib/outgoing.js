@@ -5,7 +5,7 @@
 
 const { fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
-const { UTF8, encode } = require('./codec.js')
+const { encode } = require('./codec.js')
 
 const RESOLVED = Promise.resolve()
 
@@ -70,7 +70,7 @@ class Outgoing {
     const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
     if (len > this.#stagedMax) {
       this.#flush(t)
-      return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+      return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
     }
     let st = this.#staged[t]
     if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, count: 0, credit: 0, scheduled: false }
@@ -81,7 +81,7 @@ class Outgoing {
       st.credit = this.#native.credit(t)
       if (st.credit < ringBytes(bytes)) {
         // Little room left: the ring decides exactly, so false still means "full".
-        return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+        return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
       }
     }
     const at = st.used + 8
@@ -140,7 +140,7 @@ class Outgoing {
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
       // Short strings go straight from the JS string into the ring.
-      if (payload.length * 3 <= max && this.#native.writeString(t, payload)) return RESOLVED
+      if (payload.length * 3 <= max && this.#native.writeString(t, kind, payload)) return RESOLVED
       payload = Buffer.from(payload, 'utf8')
       if (payload.length <= max && payload.length > max / 3 && this.#native.write(t, kind, payload)) return RESOLVED
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {

@@ -20,7 +20,6 @@ use super::lock;
 use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
-use crate::core::kind;
 use crate::core::layout::Geometry;
 use crate::core::semaphore::Waiter;
 use crate::core::topics::{TopicError, Topics};
@@ -337,13 +336,14 @@ impl NativeBus {
         self.inner.outbox.credit(to).min(u32::MAX as u64) as u32
     }
 
-    /// Same as `write` for a string payload, without a Buffer in between.
+    /// Same as `write` for a string payload (UTF-8 text, or a value's JSON text), without a
+    /// Buffer in between.
     #[napi]
-    pub fn write_string(&self, env: &Env, to: u32, data: String) -> Result<bool> {
+    pub fn write_string(&self, env: &Env, to: u32, kind: u32, data: String) -> Result<bool> {
         let r = self
             .inner
             .open()
-            .and_then(|i| i.outbox.try_write(to, kind::UTF8, data.as_bytes()).map_err(write_error));
+            .and_then(|i| i.outbox.try_write(to, kind as u8, data.as_bytes()).map_err(write_error));
         js(env, r)
     }
 
