@@ -54,6 +54,34 @@ function decode(kind, batch, start, end) {
   return v8.deserialize(batch.subarray(start, end))
 }
 
+const SCRATCH_BYTES = 16 * 1024
+const NAMES_KEPT = 256
+const scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
+const names = new Map() // topic or method -> its UTF-8 bytes (the last NAMES_KEPT used)
+
+/**
+ * An envelope `[head zeroed][name][payload]` built in one buffer that every envelope reuses:
+ * the caller fills the head and writes the envelope out (every write and send copies it
+ * synchronously) before anything else builds one. Large envelopes get a buffer of their own.
+ * Returns [envelope, name length].
+ */
+function envelope(head, name, payload) {
+  let nameBytes = names.get(name)
+  if (nameBytes === undefined) {
+    if (names.size >= NAMES_KEPT) names.clear()
+    nameBytes = Buffer.from(name, 'utf8')
+    names.set(name, nameBytes)
+  }
+  const at = head + nameBytes.length
+  const text = typeof payload === 'string'
+  const most = at + (text ? payload.length * 3 : payload.length)
+  const b = most <= SCRATCH_BYTES ? scratch : Buffer.allocUnsafe(text ? at + Buffer.byteLength(payload) : most)
+  b.fill(0, 0, head)
+  b.set(nameBytes, head)
+  const n = text ? b.write(payload, at, 'utf8') : (b.set(payload, at), payload.length)
+  return [b.subarray(0, at + n), nameBytes.length]
+}
+
 /** Whether frames of `kind` are plain messages (not envelopes or events). */
 const isMessage = (kind) => kind <= VALUE || kind === JSON_TEXT
 
@@ -86,4 +114,5 @@ module.exports = {
   decode,
   isMessage,
   decodeLocal,
+  envelope,
 }

@@ -157,6 +157,29 @@ class Outgoing {
   }
 
   /**
+   * For the process holding `t` now (publish, requests, answers): stages the message like
+   * write() when it surely fits (one native call per flush for many envelopes), else send()s it
+   * bound to that process. Returns RESOLVED or the send's promise.
+   */
+  post(t, kind, payload, timeout) {
+    return this.write(t, kind, payload) ? RESOLVED : this.send(t, kind, payload, timeout, true)
+  }
+
+  /**
+   * Whether a message of `bytes` to `t` surely fits now, so that write() takes it: lets a caller
+   * with several targets write to all of them or to none. Only single-frame messages qualify.
+   */
+  room(t, bytes) {
+    if (this.#queuedTo[t] > 0 || bytes > this.#native.ringSize / 4 - 16) return false // Geometry::max_frame_payload
+    const st = this.#staged[t]
+    if (st !== undefined && st.credit >= ringBytes(bytes)) return true
+    this.#flush(t)
+    const credit = this.#native.credit(t)
+    if (st !== undefined) st.credit = credit
+    return credit >= ringBytes(bytes)
+  }
+
+  /**
    * Sends to each of `targets`; resolves with how many processes got it (those that left do not
    * count). With `generations`, `payload` is an envelope whose first two bytes get each target's.
    */
@@ -167,7 +190,7 @@ class Outgoing {
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]
       if (generations !== undefined) payload.writeUInt16LE(generations[i], 0) // the write copies it right away
-      const p = this.send(t, kind, payload, timeout, true)
+      const p = this.post(t, kind, payload, timeout)
       if (p !== RESOLVED) pending.push(p.catch((err) => { if (err.code === 'ERR_PEER_GONE') n--; else throw err }))
     }
     return pending.length === 0 ? Promise.resolve(n) : Promise.all(pending).then(() => n)

@@ -4,7 +4,7 @@
 
 const { fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
-const { TOPIC, bytesOf, encode, decode } = require('./codec.js')
+const { TOPIC, encode, decode, envelope } = require('./codec.js')
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
@@ -64,32 +64,63 @@ class Topics {
   publish(topic, data, options) {
     try {
       const timeout = checkTimeoutOption(options)
-      if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
-      const state = this.#state
-      if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
-      const pairs = state.native.topicTargets(topic) // [index, generation, ...]
-      const [kind, payload] = encode(data)
-      const topicBytes = Buffer.from(topic, 'utf8')
-      const head = Buffer.alloc(4)
-      head[2] = kind
-      head[3] = topicBytes.length
-      const envelope = Buffer.concat([head, topicBytes, bytesOf(payload)])
+      const [pairs, env] = this.#prepare(topic, data)
       const targets = []
       const generations = []
-      let self = false
+      let self = 0
       for (let i = 0; i < pairs.length; i += 2) {
-        if (pairs[i] === state.self) self = true
+        if (pairs[i] === this.#state.self) self = 1
         else targets.push(pairs[i]), generations.push(pairs[i + 1])
       }
-      if (self) {
-        const mine = Buffer.from(envelope)
-        mine.writeUInt16LE(state.generation, 0)
-        state.later(() => this.receive(state.self, mine, 0, mine.length))
-      }
-      return this.#outgoing.fanOut(targets, TOPIC, envelope, timeout, generations).then((n) => n + (self ? 1 : 0))
+      if (self) this.#toSelf(env)
+      const sent = this.#outgoing.fanOut(targets, TOPIC, env, timeout, generations)
+      return self ? sent.then((n) => n + 1) : sent
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /**
+   * Bus#tryPublish: like publish(), but now or not at all, without a promise. Returns false (and
+   * sends nothing) when any subscriber's ring lacks room for it, or it is larger than one frame.
+   */
+  tryPublish(topic, data) {
+    const [pairs, env] = this.#prepare(topic, data)
+    const state = this.#state
+    const outgoing = this.#outgoing
+    for (let i = 0; i < pairs.length; i += 2) if (pairs[i] !== state.self && !outgoing.room(pairs[i], env.length)) return false
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (pairs[i] === state.self) this.#toSelf(env)
+      else {
+        env[0] = pairs[i + 1] & 0xff
+        env[1] = pairs[i + 1] >>> 8
+        // room() said it fits; should write() still refuse (a ring found corrupt), queue it
+        // rather than drop it.
+        if (!outgoing.write(pairs[i], TOPIC, env)) outgoing.send(pairs[i], TOPIC, env, undefined, true).catch(() => {})
+      }
+    }
+    return true
+  }
+
+  /** The subscribers ([index, generation, ...]) and the envelope (a reused buffer: write it out at once). */
+  #prepare(topic, data) {
+    if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+    const state = this.#state
+    if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    const pairs = state.native.topicTargets(topic) // [index, generation, ...]
+    const [kind, payload] = encode(data)
+    const [env, topicLength] = envelope(4, topic, payload)
+    env[2] = kind
+    env[3] = topicLength
+    return [pairs, env]
+  }
+
+  /** Delivers a copy of the envelope to this process's own subscriptions, on a later turn. */
+  #toSelf(env) {
+    const state = this.#state
+    const mine = Buffer.from(env)
+    mine.writeUInt16LE(state.generation, 0)
+    state.later(() => this.receive(state.self, mine, 0, mine.length))
   }
 
   /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
