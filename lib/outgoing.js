@@ -29,6 +29,7 @@ class Outgoing {
   #completions = new Map() // id of a queued send or acquire -> resolve(result)
   #staged = [] // per target: small writes waiting for one native call (see write())
   #stagedMax = STAGED_MAX // largest payload staged: at most one ring frame (tiny rings have smaller ones)
+  #maxFrame = 0 // largest single-frame payload (Geometry::max_frame_payload)
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
@@ -37,7 +38,8 @@ class Outgoing {
     const nativeBus = state.native
     this.#state = state
     this.#native = nativeBus
-    this.#stagedMax = Math.min(STAGED_MAX, nativeBus.ringSize / 4 - 16) // Geometry::max_frame_payload
+    this.#maxFrame = nativeBus.ringSize / 4 - 16 // Geometry::max_frame_payload
+    this.#stagedMax = Math.min(STAGED_MAX, this.#maxFrame)
     nativeBus.setCompletionHandler((id, result) => {
       const resolve = this.#completions.get(id)
       this.#completions.delete(id)
@@ -170,7 +172,7 @@ class Outgoing {
    * with several targets write to all of them or to none. Only single-frame messages qualify.
    */
   room(t, bytes) {
-    if (this.#queuedTo[t] > 0 || bytes > this.#native.ringSize / 4 - 16) return false // Geometry::max_frame_payload
+    if (this.#queuedTo[t] > 0 || bytes > this.#maxFrame) return false
     const st = this.#staged[t]
     if (st !== undefined && st.credit >= ringBytes(bytes)) return true
     this.#flush(t)

@@ -6,6 +6,8 @@ const { fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
 const { TOPIC, encode, decode, envelope } = require('./codec.js')
 
+const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
+
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
   yield topic
@@ -18,6 +20,7 @@ class Topics {
   #outgoing
   #incoming
   #topics = new Map() // topic or pattern -> Set of callbacks
+  #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -44,6 +47,7 @@ class Topics {
     }
     const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
     set.add(entry)
+    this.#matching.clear()
     this.#incoming.update()
     let active = true
     return {
@@ -51,6 +55,7 @@ class Topics {
         if (!active) return
         active = false
         set.delete(entry)
+        this.#matching.clear()
         if (set.size === 0 && this.#topics.get(topic) === set) {
           this.#topics.delete(topic)
           if (!state.closed) state.native.topicUnsubscribe(topic)
@@ -123,6 +128,18 @@ class Topics {
     state.later(() => this.receive(state.self, mine, 0, mine.length))
   }
 
+  /** The entries of every subscription that `topic` reaches, kept until the subscriptions change. */
+  #match(topic) {
+    const callbacks = []
+    for (const name of topicPatterns(topic)) {
+      const set = this.#topics.get(name)
+      if (set !== undefined) callbacks.push(...set)
+    }
+    if (this.#matching.size >= MATCHES_KEPT) this.#matching.clear()
+    this.#matching.set(topic, callbacks)
+    return callbacks
+  }
+
   /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
   receive(from, b, start, end) {
     const state = this.#state
@@ -130,11 +147,7 @@ class Topics {
     const kind = b[start + 2]
     const topicEnd = start + 4 + b[start + 3]
     const topic = b.toString('utf8', start + 4, topicEnd)
-    const callbacks = []
-    for (const name of topicPatterns(topic)) {
-      const set = this.#topics.get(name)
-      if (set !== undefined) callbacks.push(...set)
-    }
+    const callbacks = this.#matching.get(topic) ?? this.#match(topic)
     if (callbacks.length === 0) return // unsubscribed while it was in flight
     const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
     let error = null
