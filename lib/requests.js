@@ -74,14 +74,14 @@ class Requests {
           if (!this.#pending.delete(id)) return
           clearTimeout(timer)
           signal?.removeEventListener('abort', onAbort)
-          this.#incoming.update()
+          if (this.#pending.size === 0) this.#incoming.update() // only the last one can stop delivery
           if (err) reject(err)
           else resolve(value)
         }
         this.#pending.set(id, { to: t, settle })
         timer = setTimeout(() => settle(new ClusterShmError('ERR_TIMEOUT', `no answer from ${to} within ${timeout} ms`)), timeout)
         signal?.addEventListener('abort', onAbort, { once: true })
-        this.#incoming.update()
+        if (this.#pending.size === 1) this.#incoming.update() // only the first one can start delivery
         const env = requestEnvelope(generation, id, kind, method, payload)
         if (t === -2) {
           const mine = Buffer.from(env)
