@@ -192,7 +192,7 @@ function markdown(meta, rows, f, native) {
         ])
       }
     }
-    out.push(table(['', 'latency p50', '64 B msgs/s', '1 MiB MB/s', `bcast N=${lastN} msgs/s`, 'CPU/msg (stream)', `CPU/delivery (bcast N=${lastN})`], body))
+    out.push(table(['', 'latency p50', '64 B msgs/s', '1 MiB MB/s', `bcast N=${lastN ?? '–'} msgs/s`, 'CPU/msg (stream)', `CPU/delivery (bcast N=${lastN ?? '–'})`], body))
   }
 
   const same = samePayloadRows(f)
