@@ -1,11 +1,13 @@
 'use strict'
-// bus.tryPublish(topic, data): publish() now or not at all, without a promise. In this process:
+// bus.tryPublish(topic, data): publish() now or not at all, without a promise. Mostly in this process:
 // a primary and two buses attached by name (worker indices 0 and 1) with small rings, so that
-// filling a ring takes a synchronous loop (delivery cannot drain it until the loop yields).
+// filling a ring takes a synchronous loop (delivery cannot drain it until the loop yields); the
+// crash tests run a real cluster (fixtures/publish-then-die.js).
 
 const test = require('ava')
 
 const { masterInit, workerInit } = require('..')
+const { runClean } = require('./helpers/harness')
 
 const RING = 4096
 
@@ -96,3 +98,13 @@ test('misuse throws (it returns no promise): bad topic, unserializable data, clo
   b2.close()
   t.is(t.throws(() => b2.tryPublish('t', 'x')).code, 'ERR_CLOSED')
 })
+
+for (const how of ['publish', 'flush']) {
+  test(`a publisher SIGKILLed right after ${how === 'publish' ? 'await publish() resolved' : 'tryPublish() and flush()'} loses nothing it published`, async (t) => {
+    t.timeout(40_000)
+    const r = await runClean(t, 'publish-then-die.js', [how], { timeout: 30_000 })
+    t.deepEqual(r.events('publisher-exit').map((e) => e.signal), ['SIGKILL'])
+    const [received] = r.events('received')
+    t.deepEqual(received.got, Array.from({ length: 50 }, (_, i) => ({ i })), 'every message, in order, the last one included')
+  })
+}
