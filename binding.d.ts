@@ -71,6 +71,14 @@ export declare class NativeBus {
    * `[index, generation & 0xffff, index, generation, ...]`.
    */
   topicTargets(topic: string): Array<number>
+  /** Starts watching the targets of `topic` for `topic_targets_changed`; returns its id. */
+  topicWatch(topic: string): number
+  /**
+   * The targets of watched topic `id` (as `topic_targets`) if they changed since the last
+   * call, else null: one call with a number and no array while the subscribers stay the same
+   * (crossing N-API with a string and an array is most of what a small publish costs).
+   */
+  topicTargetsChanged(id: number): Array<number> | null
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

@@ -108,3 +108,25 @@ for (const how of ['publish', 'flush']) {
     t.deepEqual(received.got, Array.from({ length: 50 }, (_, i) => ({ i })), 'every message, in order, the last one included')
   })
 }
+
+test('a topic published to before sees every later change of its subscribers (watched targets)', async (t) => {
+  const { bus, w0 } = trio(t)
+  t.is(await bus.publish('w', 0), 0, 'nobody yet')
+  const got = []
+  let sub = w0.subscribe('w', ({ data }) => got.push(data))
+  t.is(await bus.publish('w', 1), 1, 'a new subscriber is reached by the next publish')
+  t.true(bus.tryPublish('w', 2))
+  await until(() => got.length === 2, 'both')
+  sub.unsubscribe()
+  t.is(await bus.publish('w', 3), 0, 'unsubscribed: not reached')
+  w0.close()
+  const next = workerInit({ name: bus.name, index: 0 }) // the next holder of index 0
+  t.teardown(() => next.close())
+  const got2 = []
+  sub = next.subscribe('w', ({ data }) => got2.push(data))
+  t.is(await bus.publish('w', 4), 1, 'the new holder (new generation) is reached')
+  t.true(bus.tryPublish('w', 5))
+  await until(() => got2.length === 2, 'the new holder got both')
+  t.deepEqual(got, [1, 2])
+  t.deepEqual(got2, [4, 5])
+})

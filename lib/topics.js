@@ -7,6 +7,7 @@ const { checkTimeoutOption } = require('./options.js')
 const { TOPIC, encode, decode, envelope } = require('./codec.js')
 
 const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
+const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
@@ -21,6 +22,7 @@ class Topics {
   #incoming
   #topics = new Map() // topic or pattern -> Set of callbacks
   #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
+  #watched = new Map() // topic this process publishes to -> { id, pairs } (see #targets)
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -112,12 +114,30 @@ class Topics {
     if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
     const state = this.#state
     if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
-    const pairs = state.native.topicTargets(topic) // [index, generation, ...]
+    const pairs = this.#targets(topic) // [index, generation, ...]
     const [kind, payload] = encode(data)
     const [env, topicLength] = envelope(4, topic, payload)
     env[2] = kind
     env[3] = topicLength
     return [pairs, env]
+  }
+
+  /**
+   * The subscribers of `topic` now, `[index, generation, ...]` (not to be modified). Read from
+   * the segment on every publish, as before; for a topic published to before, the native side
+   * hands over a new array only when they changed.
+   */
+  #targets(topic) {
+    const native = this.#state.native
+    let w = this.#watched.get(topic)
+    if (w === undefined) {
+      if (this.#watched.size >= WATCHED_MAX) return native.topicTargets(topic)
+      w = { id: native.topicWatch(topic), pairs: null } // throws for a bad topic
+      this.#watched.set(topic, w)
+    }
+    const changed = native.topicTargetsChanged(w.id)
+    if (changed != null) w.pairs = changed
+    return w.pairs
   }
 
   /** Delivers a copy of the envelope to this process's own subscriptions, on a later turn. */
