@@ -33,8 +33,11 @@ export declare class NativeBus {
   writeStaged(to: number, records: Uint8Array): Array<number>
   /** Ring bytes to `to` that surely take whole messages now (0 while sends to it are queued). */
   credit(to: number): number
-  /** Same as `write` for a string payload, without a Buffer in between. */
-  writeString(to: number, data: string): boolean
+  /**
+   * Same as `write` for a string payload (UTF-8 text, or a value's JSON text), without a
+   * Buffer in between.
+   */
+  writeString(to: number, kind: number, data: string): boolean
   /**
    * Registers `callback(id, result)`, through which queued sends and acquires report how they
    * ended ('' or a code for sends; 'clean', 'recovered' or a code for acquires).
@@ -74,6 +77,14 @@ export declare class NativeBus {
    * `[index, generation & 0xffff, index, generation, ...]`.
    */
   topicTargets(topic: string): Array<number>
+  /** Starts watching the targets of `topic` for `topic_targets_changed`; returns its id. */
+  topicWatch(topic: string): number
+  /**
+   * The targets of watched topic `id` (as `topic_targets`) if they changed since the last
+   * call, else null: one call with a number and no array while the subscribers stay the same
+   * (crossing N-API with a string and an array is most of what a small publish costs).
+   */
+  topicTargetsChanged(id: number): Array<number> | null
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

@@ -221,6 +221,12 @@ export declare class Bus extends EventEmitter {
   subscribe(topic: string, callback: (message: TopicMessage) => void): Subscription
   /** Delivers to every process subscribed to `topic` (this one included) and no other; resolves with how many it reached. */
   publish(topic: string, data: Payload, options?: SendOptions): Promise<number>
+  /**
+   * publish() now or not at all, without a promise: true once `data` is in the ring of every
+   * subscriber of `topic` (this process included); false, with nothing written, when any of
+   * those rings lacks room or the message is larger than one frame (then await publish()).
+   */
+  tryPublish(topic: string, data: Payload): boolean
   /** Resolves with the answer of `to`'s handler; rejects with its error (RemoteError) or ERR_NOT_ATTACHED, ERR_PEER_GONE, ERR_TIMEOUT, ERR_ABORTED. */
   request<T = any>(to: Address, data: Payload, options?: RequestOptions): Promise<T>
   /** Asks every other attached process; resolves with who answered and who failed (never rejects for one failure). */

@@ -42,11 +42,15 @@ const ROWS = [
   { id: 'shm-buffer', mech: 'cluster-shm', variant: { payload: 'buffer' }, label: 'cluster-shm (Buffer)', tests: ALL, fanout: true, topic: true, shm: true },
   { id: 'shm-string', mech: 'cluster-shm', variant: { payload: 'string' }, label: 'cluster-shm (string)', tests: ['latency', 'throughput', 'broadcast'], fanout: true, shm: true },
   { id: 'shm-value', mech: 'cluster-shm', variant: { payload: 'value' }, label: 'cluster-shm (value)', tests: ['latency', 'throughput'], shm: true },
+  { id: 'shm-object', mech: 'cluster-shm', variant: { payload: 'object' }, label: 'cluster-shm (object)', tests: ['latency', 'throughput', 'rpc', 'rpc32'], shm: true },
   { id: 'shm-spin', mech: 'cluster-shm', variant: { payload: 'buffer', spinMicros: 50 }, label: 'cluster-shm (Buffer, spinMicros 50)', tests: ['latency'], shm: true },
   { id: 'shm-poll', mech: 'cluster-shm', variant: { payload: 'buffer', poll: true }, label: 'cluster-shm (Buffer, busy-poll read())', tests: ['latency'], shm: true },
   { id: 'ps-json', mech: 'process-send', variant: { serialization: 'json' }, label: "process.send (json)", tests: ALL, fanout: true, topic: true },
   { id: 'ps-advanced', mech: 'process-send', variant: { serialization: 'advanced' }, label: "process.send (advanced)", tests: ALL, fanout: true, topic: true },
   { id: 'unix-socket', mech: 'unix-socket', variant: {}, label: 'Unix socket (direct)', tests: ALL, fanout: true, topic: true },
+  { id: 'sock-string', mech: 'unix-socket', variant: { payload: 'string' }, label: 'Unix socket (string frames)', tests: ['throughput'] },
+  { id: 'sock-json', mech: 'unix-socket', variant: { payload: 'object' }, label: 'Unix socket (JSON frames)', tests: ['latency', 'throughput', 'rpc', 'rpc32'] },
+  { id: 'ps-json-object', mech: 'process-send', variant: { serialization: 'json', payload: 'object' }, label: 'process.send (json, object)', tests: ['throughput'] },
   { id: 'redis', mech: 'redis', variant: {}, label: 'Redis pub/sub (ioredis)', tests: ALL, fanout: true, topic: true },
 ]
 

@@ -171,6 +171,16 @@ class Bus extends EventEmitter {
   }
 
   /**
+   * publish() now or not at all, without a promise: writes `data` into the ring of every process
+   * subscribed to `topic` (this one included) and returns true, or writes nothing and returns
+   * false when any of those rings lacks room (or it is larger than one frame): then
+   * `await bus.publish(topic, data)`, which waits for room.
+   */
+  tryPublish(topic, data) {
+    return this.#topics.tryPublish(topic, data)
+  }
+
+  /**
    * Sends `data` to `to` and resolves with the answer of its handler (respond() or
    * handle(method)). Rejects with the handler's error (its message and code), or with
    * ERR_NOT_ATTACHED, ERR_PEER_GONE (it left before answering), ERR_TIMEOUT (default 30 s),

@@ -4,9 +4,8 @@
 // the queue of plain messages nobody listens to yet, and read() for pollers.
 // Topic and request envelopes go to the parts above this one, handed over by connect().
 
-const v8 = require('node:v8')
 const { fail } = require('./errors.js')
-const { BYTES, VALUE, TOPIC, REQUEST, RESPONSE, PEER_UP, PEER_DOWN, LOST, CORRUPT, CLOSED, RECORD_HEADER, RECORD_LARGE, decode } = require('./codec.js')
+const { TOPIC, REQUEST, RESPONSE, PEER_UP, PEER_DOWN, LOST, CORRUPT, CLOSED, RECORD_HEADER, RECORD_LARGE, decode, isMessage, decodeLocal } = require('./codec.js')
 const { flushStaged } = require('./outgoing.js')
 
 // Runtimes that load N-API addons but whose libuv functions are stubs (Bun aborts in
@@ -53,7 +52,7 @@ class Incoming {
   /** A message this process wrote to itself, delivered on a later turn. */
   loop(kind, payload) {
     const state = this.#state
-    const data = kind === BYTES ? Buffer.from(payload) : kind === VALUE ? v8.deserialize(payload) : payload
+    const data = decodeLocal(kind, payload)
     state.later(() => this.#message({ from: state.toPublic(state.self), data }))
   }
 
@@ -136,7 +135,7 @@ class Incoming {
       start = 0
     }
     const end = batch === records ? start + len : batch.length
-    if (kind <= VALUE) this.#message({ from: this.#state.toPublic(from), data: decode(kind, batch, start, end) })
+    if (isMessage(kind)) this.#message({ from: this.#state.toPublic(from), data: decode(kind, batch, start, end) })
     else if (kind === TOPIC) this.#topics.receive(from, batch, start, end)
     else if (kind === REQUEST) this.#requests.receiveRequest(from, batch, start, end)
     else if (kind === RESPONSE) this.#requests.receiveResponse(from, batch, start, end)

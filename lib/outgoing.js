@@ -5,7 +5,7 @@
 
 const { ClusterShmError, fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
-const { UTF8, encode } = require('./codec.js')
+const { encode } = require('./codec.js')
 
 const RESOLVED = Promise.resolve()
 
@@ -29,6 +29,7 @@ class Outgoing {
   #completions = new Map() // id of a queued send or acquire -> resolve(result)
   #staged = [] // per target: small writes waiting for one native call (see write())
   #stagedMax = STAGED_MAX // largest payload staged: at most one ring frame (tiny rings have smaller ones)
+  #maxFrame = 0 // largest single-frame payload (Geometry::max_frame_payload)
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
@@ -40,7 +41,8 @@ class Outgoing {
     const nativeBus = state.native
     this.#state = state
     this.#native = nativeBus
-    this.#stagedMax = Math.min(STAGED_MAX, nativeBus.ringSize / 4 - 16) // Geometry::max_frame_payload
+    this.#maxFrame = nativeBus.ringSize / 4 - 16 // Geometry::max_frame_payload
+    this.#stagedMax = Math.min(STAGED_MAX, this.#maxFrame)
     nativeBus.setCompletionHandler((id, result) => {
       const resolve = this.#completions.get(id)
       this.#completions.delete(id)
@@ -73,7 +75,7 @@ class Outgoing {
     const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
     if (len > this.#stagedMax) {
       this.#flush(t)
-      return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+      return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
     }
     let st = this.#staged[t]
     if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, count: 0, credit: 0, scheduled: false }
@@ -84,7 +86,7 @@ class Outgoing {
       st.credit = this.#native.credit(t)
       if (st.credit < ringBytes(bytes)) {
         // Little room left: the ring decides exactly, so false still means "full".
-        return kind === UTF8 ? this.#native.writeString(t, payload) : this.#native.write(t, kind, payload)
+        return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
       }
     }
     const at = st.used + 8
@@ -143,7 +145,7 @@ class Outgoing {
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
       // Short strings go straight from the JS string into the ring.
-      if (payload.length * 3 <= max && this.#native.writeString(t, payload)) return RESOLVED
+      if (payload.length * 3 <= max && this.#native.writeString(t, kind, payload)) return RESOLVED
       payload = Buffer.from(payload, 'utf8')
       if (payload.length <= max && payload.length > max / 3 && this.#native.write(t, kind, payload)) return RESOLVED
     } else if (payload.length <= max && this.#native.write(t, kind, payload)) {
@@ -167,6 +169,29 @@ class Outgoing {
   }
 
   /**
+   * For the process holding `t` now (publish, requests, answers): stages the message like
+   * write() when it surely fits (one native call per flush for many envelopes), else send()s it
+   * bound to that process. Returns RESOLVED or the send's promise.
+   */
+  post(t, kind, payload, timeout) {
+    return this.write(t, kind, payload) ? RESOLVED : this.send(t, kind, payload, timeout, true)
+  }
+
+  /**
+   * Whether a message of `bytes` to `t` surely fits now, so that write() takes it: lets a caller
+   * with several targets write to all of them or to none. Only single-frame messages qualify.
+   */
+  room(t, bytes) {
+    if (this.#queuedTo[t] > 0 || bytes > this.#maxFrame) return false
+    const st = this.#staged[t]
+    if (st !== undefined && st.credit >= ringBytes(bytes)) return true
+    this.#flush(t)
+    const credit = this.#native.credit(t)
+    if (st !== undefined) st.credit = credit
+    return credit >= ringBytes(bytes)
+  }
+
+  /**
    * Sends to each of `targets`; resolves with how many processes got it (those that left do not
    * count). With `generations`, `payload` is an envelope whose first two bytes get each target's.
    */
@@ -177,7 +202,7 @@ class Outgoing {
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]
       if (generations !== undefined) payload.writeUInt16LE(generations[i], 0) // the write copies it right away
-      const p = this.send(t, kind, payload, timeout, true)
+      const p = this.post(t, kind, payload, timeout)
       if (p !== RESOLVED) pending.push(p.catch((err) => { if (err.code === 'ERR_PEER_GONE') n--; else throw err }))
     }
     return pending.length === 0 ? Promise.resolve(n) : Promise.all(pending).then(() => n)

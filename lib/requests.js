@@ -6,27 +6,30 @@
 const v8 = require('node:v8')
 const { ClusterShmError, RemoteError, fail } = require('./errors.js')
 const { checkRequestOptions } = require('./options.js')
-const { VALUE, REQUEST, RESPONSE, bytesOf, encode, decode } = require('./codec.js')
+const { RESOLVED } = require('./outgoing.js')
+const { VALUE, REQUEST, RESPONSE, encode, decode, envelope } = require('./codec.js')
 
 const HANDLES_REQUESTS = 1 // src/core/layout.rs
 
+// Both envelopes are built in the buffer every envelope reuses (lib/codec.js envelope): each is
+// written out (or copied for this process itself) before the next is built.
+
 function requestEnvelope(generation, id, kind, method, payload) {
-  const m = Buffer.from(method, 'utf8')
-  const head = Buffer.alloc(12)
-  head.writeUInt16LE(generation, 0)
-  head[2] = kind
-  head.writeUInt32LE(id, 4)
-  head.writeUInt16LE(m.length, 8)
-  return Buffer.concat([head, m, bytesOf(payload)])
+  const [b, methodLength] = envelope(12, method, payload)
+  b.writeUInt16LE(generation, 0)
+  b[2] = kind
+  b.writeUInt32LE(id, 4)
+  b.writeUInt16LE(methodLength, 8)
+  return b
 }
 
 function responseEnvelope(generation, id, kind, status, payload) {
-  const head = Buffer.alloc(8)
-  head.writeUInt16LE(generation, 0)
-  head[2] = kind
-  head[3] = status
-  head.writeUInt32LE(id, 4)
-  return Buffer.concat([head, bytesOf(payload)])
+  const [b] = envelope(8, '', payload)
+  b.writeUInt16LE(generation, 0)
+  b[2] = kind
+  b[3] = status
+  b.writeUInt32LE(id, 4)
+  return b
 }
 
 class Requests {
@@ -71,17 +74,21 @@ class Requests {
           if (!this.#pending.delete(id)) return
           clearTimeout(timer)
           signal?.removeEventListener('abort', onAbort)
-          this.#incoming.update()
+          if (this.#pending.size === 0) this.#incoming.update() // only the last one can stop delivery
           if (err) reject(err)
           else resolve(value)
         }
         this.#pending.set(id, { to: t, settle })
         timer = setTimeout(() => settle(new ClusterShmError('ERR_TIMEOUT', `no answer from ${to} within ${timeout} ms`)), timeout)
         signal?.addEventListener('abort', onAbort, { once: true })
-        this.#incoming.update()
-        const envelope = requestEnvelope(generation, id, kind, method, payload)
-        if (t === -2) return state.later(() => this.receiveRequest(state.self, envelope, 0, envelope.length))
-        this.#outgoing.send(t, REQUEST, envelope, undefined, true).then(undefined, (err) => settle(err))
+        if (this.#pending.size === 1) this.#incoming.update() // only the first one can start delivery
+        const env = requestEnvelope(generation, id, kind, method, payload)
+        if (t === -2) {
+          const mine = Buffer.from(env)
+          return state.later(() => this.receiveRequest(state.self, mine, 0, mine.length))
+        }
+        const sent = this.#outgoing.post(t, REQUEST, env, undefined)
+        if (sent !== RESOLVED) sent.then(undefined, (err) => settle(err))
       })
     } catch (err) {
       return Promise.reject(err)
@@ -141,15 +148,19 @@ class Requests {
     const handler = this.#handlers.get(method) ?? (method === '' ? undefined : this.#handlers.get('*'))
     const reply = (status, value) => {
       if (state.closed) return
-      let envelope
+      let env
       try {
         const [k, payload] = encode(value)
-        envelope = responseEnvelope(back, id, k, status, payload)
+        env = responseEnvelope(back, id, k, status, payload)
       } catch (err) {
-        envelope = responseEnvelope(back, id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
+        env = responseEnvelope(back, id, VALUE, 1, v8.serialize({ message: `answer cannot be serialized: ${err.message}`, code: 'ERR_UNSERIALIZABLE' }))
       }
-      if (from === state.self) return state.later(() => this.receiveResponse(from, envelope, 0, envelope.length))
-      this.#outgoing.send(from, RESPONSE, envelope, undefined, true).catch(() => {}) // the requester left: nobody to tell
+      if (from === state.self) {
+        const mine = Buffer.from(env)
+        return state.later(() => this.receiveResponse(from, mine, 0, mine.length))
+      }
+      const sent = this.#outgoing.post(from, RESPONSE, env, undefined)
+      if (sent !== RESOLVED) sent.catch(() => {}) // the requester left: nobody to tell
     }
     if (handler === undefined) return reply(1, { message: `no handler for ${method === '' ? 'requests' : `method "${method}"`} at ${state.toPublic(state.self)}`, code: 'ERR_NO_HANDLER' })
     let data

@@ -4,7 +4,10 @@
 
 const { fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
-const { TOPIC, bytesOf, encode, decode } = require('./codec.js')
+const { TOPIC, encode, decode, envelope } = require('./codec.js')
+
+const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
+const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
@@ -18,6 +21,8 @@ class Topics {
   #outgoing
   #incoming
   #topics = new Map() // topic or pattern -> Set of callbacks
+  #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
+  #watched = new Map() // topic this process publishes to -> { id, pairs } (see #targets)
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -44,6 +49,7 @@ class Topics {
     }
     const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
     set.add(entry)
+    this.#matching.clear()
     this.#incoming.update()
     let active = true
     return {
@@ -51,6 +57,7 @@ class Topics {
         if (!active) return
         active = false
         set.delete(entry)
+        this.#matching.clear()
         if (set.size === 0 && this.#topics.get(topic) === set) {
           this.#topics.delete(topic)
           if (!state.closed) state.native.topicUnsubscribe(topic)
@@ -64,32 +71,93 @@ class Topics {
   publish(topic, data, options) {
     try {
       const timeout = checkTimeoutOption(options)
-      if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
-      const state = this.#state
-      if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
-      const pairs = state.native.topicTargets(topic) // [index, generation, ...]
-      const [kind, payload] = encode(data)
-      const topicBytes = Buffer.from(topic, 'utf8')
-      const head = Buffer.alloc(4)
-      head[2] = kind
-      head[3] = topicBytes.length
-      const envelope = Buffer.concat([head, topicBytes, bytesOf(payload)])
+      const [pairs, env] = this.#prepare(topic, data)
       const targets = []
       const generations = []
-      let self = false
+      let self = 0
       for (let i = 0; i < pairs.length; i += 2) {
-        if (pairs[i] === state.self) self = true
+        if (pairs[i] === this.#state.self) self = 1
         else targets.push(pairs[i]), generations.push(pairs[i + 1])
       }
-      if (self) {
-        const mine = Buffer.from(envelope)
-        mine.writeUInt16LE(state.generation, 0)
-        state.later(() => this.receive(state.self, mine, 0, mine.length))
-      }
-      return this.#outgoing.fanOut(targets, TOPIC, envelope, timeout, generations).then((n) => n + (self ? 1 : 0))
+      if (self) this.#toSelf(env)
+      const sent = this.#outgoing.fanOut(targets, TOPIC, env, timeout, generations)
+      return self ? sent.then((n) => n + 1) : sent
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /**
+   * Bus#tryPublish: like publish(), but now or not at all, without a promise. Returns false (and
+   * sends nothing) when any subscriber's ring lacks room for it, or it is larger than one frame.
+   */
+  tryPublish(topic, data) {
+    const [pairs, env] = this.#prepare(topic, data)
+    const state = this.#state
+    const outgoing = this.#outgoing
+    for (let i = 0; i < pairs.length; i += 2) if (pairs[i] !== state.self && !outgoing.room(pairs[i], env.length)) return false
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (pairs[i] === state.self) this.#toSelf(env)
+      else {
+        env[0] = pairs[i + 1] & 0xff
+        env[1] = pairs[i + 1] >>> 8
+        // room() said it fits; should write() still refuse (a ring found corrupt), queue it
+        // rather than drop it.
+        if (!outgoing.write(pairs[i], TOPIC, env)) outgoing.send(pairs[i], TOPIC, env, undefined, true).catch(() => {})
+      }
+    }
+    return true
+  }
+
+  /** The subscribers ([index, generation, ...]) and the envelope (a reused buffer: write it out at once). */
+  #prepare(topic, data) {
+    if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+    const state = this.#state
+    if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    const pairs = this.#targets(topic) // [index, generation, ...]
+    const [kind, payload] = encode(data)
+    const [env, topicLength] = envelope(4, topic, payload)
+    env[2] = kind
+    env[3] = topicLength
+    return [pairs, env]
+  }
+
+  /**
+   * The subscribers of `topic` now, `[index, generation, ...]` (not to be modified). Read from
+   * the segment on every publish, as before; for a topic published to before, the native side
+   * hands over a new array only when they changed.
+   */
+  #targets(topic) {
+    const native = this.#state.native
+    let w = this.#watched.get(topic)
+    if (w === undefined) {
+      if (this.#watched.size >= WATCHED_MAX) return native.topicTargets(topic)
+      w = { id: native.topicWatch(topic), pairs: null } // throws for a bad topic
+      this.#watched.set(topic, w)
+    }
+    const changed = native.topicTargetsChanged(w.id)
+    if (changed != null) w.pairs = changed
+    return w.pairs
+  }
+
+  /** Delivers a copy of the envelope to this process's own subscriptions, on a later turn. */
+  #toSelf(env) {
+    const state = this.#state
+    const mine = Buffer.from(env)
+    mine.writeUInt16LE(state.generation, 0)
+    state.later(() => this.receive(state.self, mine, 0, mine.length))
+  }
+
+  /** The entries of every subscription that `topic` reaches, kept until the subscriptions change. */
+  #match(topic) {
+    const callbacks = []
+    for (const name of topicPatterns(topic)) {
+      const set = this.#topics.get(name)
+      if (set !== undefined) callbacks.push(...set)
+    }
+    if (this.#matching.size >= MATCHES_KEPT) this.#matching.clear()
+    this.#matching.set(topic, callbacks)
+    return callbacks
   }
 
   /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
@@ -99,11 +167,7 @@ class Topics {
     const kind = b[start + 2]
     const topicEnd = start + 4 + b[start + 3]
     const topic = b.toString('utf8', start + 4, topicEnd)
-    const callbacks = []
-    for (const name of topicPatterns(topic)) {
-      const set = this.#topics.get(name)
-      if (set !== undefined) callbacks.push(...set)
-    }
+    const callbacks = this.#matching.get(topic) ?? this.#match(topic)
     if (callbacks.length === 0) return // unsubscribed while it was in flight
     const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
     let error = null

@@ -27,12 +27,13 @@ const swapped: boolean = map.compareAndSet('a', 2, undefined)
 const topicSub = primary.subscribe('room.*', (m: TopicMessage) => void m.topic)
 topicSub.unsubscribe()
 const reached: Promise<number> = primary.publish('room.1', { text: 'hi' })
+const wrote: boolean = primary.tryPublish('room.1', { text: 'hi' })
 const answer: Promise<string> = worker.request<string>(PRIMARY, 'q', { timeout: 100, method: 'm' })
 const all = primary.requestAll<number>('ping').then((r) => r.answers.map((a) => a.data + 1).concat(r.failures.map((f) => f.code.length)))
 primary.respond((data, { from }) => [data, from]).unsubscribe()
 primary.handle('m', async () => 'x').unsubscribe()
 const remoteCode: string = new RemoteError('m', 'E_X', 0).code
-void [reached, answer, all, remoteCode]
+void [reached, wrote, answer, all, remoteCode]
 void [ok, sent, count, msg, peers, n, code, permit, locked, bytes, hits, swapped, sem.tryAcquire(), sem.available]
 worker.close()
 primary.close()

@@ -21,9 +21,12 @@ const BULK = 1 << 20
 //   buffer: data = Buffer of `size` bytes (size >= 64), marker = Buffer of 8 bytes
 //   string: data = string of 64 ASCII characters, marker = 'END:<count>'
 //   value:  data = { seq, ts, name } (v8.serialize: 65 bytes), marker = { end: count }
+//   object: data = a new { k: 's', s: seq, d: <40 characters> } per message (62 bytes as JSON;
+//           what most users send), marker = { end: count }; `s` is checked like a sequence number
 
 const VALUE = Object.freeze({ seq: 12345, ts: 1700000000.123, name: 'abcdefghijklmnopqrstuvwxyz0123' })
 const STRING = 'x'.repeat(SMALL - 8) + '01234567'
+const OBJECT_TEXT = 'abcdefghijklmnopqrstuvwxyz0123456789ABCD' // 40 characters
 const MARKER_LEN = 8
 
 /** A source of data messages of one kind. `next()` returns the next message. */
@@ -35,6 +38,11 @@ function source(kind, size) {
   if (kind === 'value') {
     if (size !== SMALL) throw new Error('value payloads are ~64 bytes')
     return { next: () => VALUE, marker: (count) => ({ end: count }), size: v8.serialize(VALUE).length }
+  }
+  if (kind === 'object') {
+    if (size !== SMALL) throw new Error('object payloads are ~64 bytes')
+    let seq = 0
+    return { next: () => ({ k: 's', s: seq++, d: OBJECT_TEXT }), marker: (count) => ({ end: count }), size: JSON.stringify({ k: 's', s: 0, d: OBJECT_TEXT }).length }
   }
   if (kind !== 'buffer') throw new Error(`unknown payload kind ${kind}`)
   // A pool of buffers in rotation: mechanisms that keep a reference until the bytes are written
@@ -84,6 +92,13 @@ function sink(kind, size) {
     s.take = (d) => {
       if (d.end === undefined) return s.count++, -1
       return d.end
+    }
+  } else if (kind === 'object') {
+    s.take = (d) => {
+      if (d.end !== undefined) return d.end
+      if (d.s !== s.count || d.d !== OBJECT_TEXT) s.error ??= `message ${s.count} is ${JSON.stringify(d)}`
+      s.count++
+      return -1
     }
   } else {
     s.take = (d) => {

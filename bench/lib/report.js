@@ -192,7 +192,14 @@ function markdown(meta, rows, f, native) {
         ])
       }
     }
-    out.push(table(['', 'latency p50', '64 B msgs/s', '1 MiB MB/s', `bcast N=${lastN} msgs/s`, 'CPU/msg (stream)', `CPU/delivery (bcast N=${lastN})`], body))
+    out.push(table(['', 'latency p50', '64 B msgs/s', '1 MiB MB/s', `bcast N=${lastN ?? '–'} msgs/s`, 'CPU/msg (stream)', `CPU/delivery (bcast N=${lastN ?? '–'})`], body))
+  }
+
+  const same = samePayloadRows(f)
+  if (same.length) {
+    out.push('\n#### Same payload, cluster-shm against the socket and process.send\n')
+    out.push('Each cluster-shm row against a peer that sends the same kind of data: small objects (`{ k, s, d }`, JSON frames on the socket), short strings, 64-byte Buffers (raw frames). Rates: cluster-shm ÷ peer; latency and CPU: peer ÷ cluster-shm. Above 1× cluster-shm wins.\n')
+    out.push(table(['', 'msgs/s', 'CPU/msg (stream)', 'latency p50', 'req/s (1)', 'req/s (32)', 'CPU/req (1)'], same))
   }
 
   const goals = goalRows(f, N)
@@ -213,6 +220,44 @@ function markdown(meta, rows, f, native) {
     out.push(table(['case', 'result', 'detail'], native.rows.map((r) => [r.name, r.value, r.detail ?? ''])))
   }
   return out.join('\n')
+}
+
+/** Pairs of rows that carry the same payload: [cluster-shm id, peer id]. */
+const SAME_PAYLOAD = [
+  ['shm-object', 'sock-json'],
+  ['shm-object', 'ps-json-object'],
+  ['shm-string', 'sock-string'],
+  ['shm-string', 'unix-socket'],
+  ['shm-buffer', 'unix-socket'],
+]
+
+function samePayloadRows(f) {
+  return SAME_PAYLOAD.filter(([a, b]) => f[a] && f[b]).map(([a, b]) => {
+    const s = f[a]
+    const p = f[b]
+    return [`${s.label} vs ${p.label}`, ratio(get.rate(s) / get.rate(p)), ratio(get.cpu(p) / get.cpu(s)), ratio(get.p50(p) / get.p50(s)), ratio(get.rpc(s) / get.rpc(p)), ratio(get.rpc32(s) / get.rpc32(p)), ratio(get.rpcCpu(p) / get.rpcCpu(s))]
+  })
+}
+
+/** The goals of issue 12 (every kind of message against the hand-written socket). */
+function messageGoalRows(f, yes) {
+  const rows = []
+  const goal = (name, a, b, metric, min, fmt = rate) => {
+    if (!f[a] || !f[b]) return
+    const x = metric(f[a])
+    const y = metric(f[b])
+    if (x === undefined || y === undefined) return
+    rows.push([name, `≥ ${min}×`, `${fmt(x)} vs ${fmt(y)} = ${num(x / y, 2)}×`, yes(x / y >= min)])
+  }
+  goal('small objects msgs/s ≥ 1.5× Unix socket (JSON frames)', 'shm-object', 'sock-json', get.rate, 1.5)
+  goal('small objects msgs/s ≥ 10× process.send (json)', 'shm-object', 'ps-json-object', get.rate, 10)
+  goal('short strings msgs/s ≥ 2× Unix socket (raw frames)', 'shm-string', 'unix-socket', get.rate, 2)
+  goal('topic msgs/s per subscriber ≥ 1× Unix socket', 'shm-buffer', 'unix-socket', get.topic, 1)
+  goal('req/s, 1 in flight ≥ 1.2× Unix socket', 'shm-buffer', 'unix-socket', get.rpc, 1.2)
+  goal('req/s, 32 in flight ≥ 1.5× Unix socket', 'shm-buffer', 'unix-socket', get.rpc32, 1.5)
+  goal('object req/s, 1 in flight ≥ 1.2× Unix socket (JSON frames)', 'shm-object', 'sock-json', get.rpc, 1.2)
+  goal('object req/s, 32 in flight ≥ 1.5× Unix socket (JSON frames)', 'shm-object', 'sock-json', get.rpc32, 1.5)
+  return rows
 }
 
 function goalRows(f, N) {
@@ -268,6 +313,7 @@ function goalRows(f, N) {
   below(get.latCpu, 'ping-pong')
   below(get.bulkCpu, '1 MiB, per message')
   if (hi !== undefined) below(get.bcCpu(hi), `broadcast N=${hi}, per delivery`)
+  rows.push(...messageGoalRows(f, yes))
   return rows
 }
 
@@ -277,11 +323,15 @@ const COLORS = {
   'shm-buffer': '#0f766e',
   'shm-string': '#14b8a6',
   'shm-value': '#5eead4',
+  'shm-object': '#2dd4bf',
   'shm-spin': '#0e7490',
   'shm-poll': '#67e8f9',
   'ps-json': '#b45309',
   'ps-advanced': '#f59e0b',
   'unix-socket': '#4f46e5',
+  'sock-string': '#6366f1',
+  'sock-json': '#818cf8',
+  'ps-json-object': '#d97706',
   redis: '#dc2626',
 }
 

@@ -132,7 +132,9 @@ const commands = {
         const t0 = now()
         const a = await t.request(peer, m)
         rtts.push(now() - t0)
-        if (a.length !== m.length) bad ??= `answer of ${a.length} bytes to a request of ${m.length}`
+        if (kind === 'object') {
+          if (a.s !== m.s || a.d !== m.d) bad ??= `answer ${JSON.stringify(a)} to request ${JSON.stringify(m)}`
+        } else if (a.length !== m.length) bad ??= `answer of ${a.length} bytes to a request of ${m.length}`
         else if (kind === 'buffer' && a.readUInt32LE(0) !== m.readUInt32LE(0)) bad ??= `answer carries sequence ${a.readUInt32LE(0)}, request ${m.readUInt32LE(0)}`
       }
     }

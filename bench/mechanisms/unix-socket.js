@@ -10,6 +10,10 @@
 // backpressure: the sender awaits 'drain'.
 // Receiving: frames are parsed in place (subarray of the chunk, no copy); a frame split across
 // chunks is assembled with one Buffer.concat.
+// Variants (payload): 'buffer' (raw frames, the default), 'string' (the string written straight
+// into the staging buffer, `toString` on receipt) and 'object' (JSON.stringify written straight
+// into the staging buffer, JSON.parse of the frame on receipt): what a user who sends JS
+// objects over a socket by hand does.
 
 const fs = require('node:fs')
 const net = require('node:net')
@@ -42,22 +46,32 @@ class FrameWriter {
       for (const w of this.waiters.splice(0)) w(true)
     })
   }
-  /** true, or a promise to await (backpressure). */
-  write(data) {
-    const n = data.length
+  /**
+   * Writes one frame: `data` (a Buffer or a string), after a 6-byte request header
+   * [type][from][id u32 LE] when `type` is not 0. Returns true, or a promise to await
+   * (backpressure).
+   */
+  write(data, type = 0, from = 0, id = 0) {
+    const head = type === 0 ? 0 : 6
+    const str = typeof data === 'string'
+    const most = head + (str ? data.length * 3 : data.length) // worst case for a string
     let ok = true
-    if (n + 4 > CHUNK - this.len) ok = this.flush()
-    if (n + 4 > CHUNK) {
-      const h = Buffer.allocUnsafe(4)
-      h.writeUInt32LE(n, 0)
+    if (most + 4 > CHUNK - this.len) ok = this.flush()
+    if (most + 4 > CHUNK) {
+      const body = str ? Buffer.from(data, 'utf8') : data
+      const h = Buffer.allocUnsafe(4 + head)
+      h.writeUInt32LE(head + body.length, 0)
+      if (head !== 0) (h[4] = type), (h[5] = from), h.writeUInt32LE(id, 6)
       this.socket.cork()
       this.socket.write(h)
-      ok = this.socket.write(data)
+      ok = this.socket.write(body)
       this.socket.uncork()
     } else {
-      this.buf.writeUInt32LE(n, this.len)
-      data.copy(this.buf, this.len + 4)
-      this.len += n + 4
+      const at = this.len + 4
+      if (head !== 0) (this.buf[at] = type), (this.buf[at + 1] = from), this.buf.writeUInt32LE(id, at + 2)
+      const n = str ? this.buf.write(data, at + head, 'utf8') : data.copy(this.buf, at + head)
+      this.buf.writeUInt32LE(head + n, this.len)
+      this.len = at + head + n
       if (!this.scheduled) {
         this.scheduled = true
         process.nextTick(this.flushTick)
@@ -117,8 +131,18 @@ function frameReader(onFrame) {
   }
 }
 
-async function open({ rank }) {
+/** How a payload variant turns a received frame back into data. */
+const DECODE = {
+  buffer: (frame) => frame,
+  string: (frame) => frame.toString('utf8'),
+  object: (frame) => JSON.parse(frame.toString('utf8')),
+}
+
+async function open({ rank, variant }) {
   const dir = process.env.BENCH_SOCK_DIR
+  const payload = variant.payload ?? 'buffer'
+  const decode = DECODE[payload]
+  const encode = payload === 'object' ? JSON.stringify : (d) => d
   const writers = new Map()
   const accepted = new Set()
   let handler = null
@@ -136,7 +160,7 @@ async function open({ rank }) {
     server.listen(path.join(dir, `${rank}.sock`), resolve)
   })
   return {
-    kind: 'buffer',
+    kind: payload,
     async link(peers) {
       await Promise.all(
         peers.map(
@@ -152,15 +176,16 @@ async function open({ rank }) {
       )
     },
     listen(fn) {
-      handler = fn
+      handler = payload === 'buffer' ? fn : (frame) => fn(decode(frame))
     },
     send(to, data) {
-      return writers.get(to).write(data)
+      return writers.get(to).write(encode(data))
     },
     broadcast(targets, data) {
+      const d = encode(data) // once for every receiver
       let wait = null
       for (let i = 0; i < targets.length; i++) {
-        const r = writers.get(targets[i]).write(data)
+        const r = writers.get(targets[i]).write(d)
         if (r !== true) (wait ??= []).push(r)
       }
       return wait === null ? true : Promise.all(wait)
@@ -175,13 +200,8 @@ async function open({ rank }) {
     respond(fn) {
       handler = (frame) => {
         if (frame[0] !== 1) throw new Error(`expected a request frame, got type ${frame[0]}`)
-        const answer = fn(frame.subarray(6))
-        const out = Buffer.allocUnsafe(6 + answer.length)
-        out[0] = 2
-        out[1] = rank
-        out.writeUInt32LE(frame.readUInt32LE(2), 2)
-        answer.copy(out, 6)
-        const r = writers.get(frame[1]).write(out)
+        const answer = fn(decode(frame.subarray(6)))
+        const r = writers.get(frame[1]).write(encode(answer), 2, rank, frame.readUInt32LE(2))
         if (r !== true) r.then(null, () => {})
       }
     },
@@ -193,18 +213,13 @@ async function open({ rank }) {
           const w = waiting.get(id)
           if (frame[0] !== 2 || w === undefined) throw new Error(`unexpected frame type ${frame[0]} id ${id}`)
           waiting.delete(id)
-          w(frame.subarray(6))
+          w(decode(frame.subarray(6)))
         }
       }
       const id = nextId++
-      const out = Buffer.allocUnsafe(6 + data.length)
-      out[0] = 1
-      out[1] = rank
-      out.writeUInt32LE(id, 2)
-      data.copy(out, 6)
       return new Promise((resolve) => {
         waiting.set(id, resolve)
-        const r = writers.get(to).write(out)
+        const r = writers.get(to).write(encode(data), 1, rank, id)
         if (r !== true) r.then(null, () => {})
       })
     },

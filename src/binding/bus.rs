@@ -20,7 +20,6 @@ use super::lock;
 use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
-use crate::core::kind;
 use crate::core::layout::Geometry;
 use crate::core::semaphore::Waiter;
 use crate::core::topics::{TopicError, Topics};
@@ -41,6 +40,9 @@ pub(super) struct Inner {
     pub(super) semaphores: Mutex<HashMap<String, Arc<Waiter>>>,
     /// The cluster's topic table, opened on first use.
     topics: OnceLock<Topics>,
+    /// Topics this process publishes to, each with the targets last handed to JS (see
+    /// `topic_targets_changed`).
+    watched_topics: Mutex<Vec<(String, Vec<u32>)>>,
     /// Batches handed to the ThreadsafeFunction whose JS callback has not run yet.
     pub(super) in_flight: Arc<AtomicU32>,
     /// Where queued sends and acquires report how they ended, as `(id, result)`. Weak: a send or
@@ -61,6 +63,7 @@ impl Inner {
             poll_commits: Mutex::new(Vec::new()),
             semaphores: Mutex::new(HashMap::new()),
             topics: OnceLock::new(),
+            watched_topics: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicU32::new(0)),
             completions: OnceLock::new(),
             next_completion: AtomicU32::new(1),
@@ -83,6 +86,21 @@ impl Inner {
         }
         let t = Topics::open(&self.ep).map_err(object_error)?;
         Ok(self.topics.get_or_init(|| t))
+    }
+
+    /// `[index, generation & 0xffff, ...]` of the attached processes subscribed to `topic`.
+    fn topic_targets(&self, topic: &str) -> CodedResult<Vec<u32>> {
+        let t = self.topics()?;
+        if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
+            return Err(topic_error(TopicError::InvalidName));
+        }
+        let shared = self.ep.shared();
+        Ok(t.subscribers(topic)
+            .into_iter()
+            .filter(|&i| i < shared.geometry().endpoints)
+            .filter_map(|i| shared.holder_info(i).map(|(g, _)| [i, g & 0xffff]))
+            .flatten()
+            .collect())
     }
 
     fn commit_polled(&self) {
@@ -349,13 +367,14 @@ impl NativeBus {
         self.inner.outbox.credit(to).min(u32::MAX as u64) as u32
     }
 
-    /// Same as `write` for a string payload, without a Buffer in between.
+    /// Same as `write` for a string payload (UTF-8 text, or a value's JSON text), without a
+    /// Buffer in between.
     #[napi]
-    pub fn write_string(&self, env: &Env, to: u32, data: String) -> Result<bool> {
+    pub fn write_string(&self, env: &Env, to: u32, kind: u32, data: String) -> Result<bool> {
         let r = self
             .inner
             .open()
-            .and_then(|i| i.outbox.try_write(to, kind::UTF8, data.as_bytes()).map_err(write_error));
+            .and_then(|i| i.outbox.try_write(to, kind as u8, data.as_bytes()).map_err(write_error));
         js(env, r)
     }
 
@@ -458,18 +477,38 @@ impl NativeBus {
     /// `[index, generation & 0xffff, index, generation, ...]`.
     #[napi]
     pub fn topic_targets(&self, env: &Env, topic: String) -> Result<Vec<u32>> {
-        let r = self.inner.topics().and_then(|t| {
-            if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
-                return Err(topic_error(TopicError::InvalidName));
-            }
-            let shared = self.inner.ep.shared();
-            Ok(t.subscribers(&topic)
-                .into_iter()
-                .filter(|&i| i < shared.geometry().endpoints)
-                .filter_map(|i| shared.holder_info(i).map(|(g, _)| [i, g & 0xffff]))
-                .flatten()
-                .collect())
+        js(env, self.inner.topic_targets(&topic))
+    }
+
+    /// Starts watching the targets of `topic` for `topic_targets_changed`; returns its id.
+    #[napi]
+    pub fn topic_watch(&self, env: &Env, topic: String) -> Result<u32> {
+        let r = self.inner.topic_targets(&topic).map(|_| {
+            let mut watched = lock(&self.inner.watched_topics);
+            // No valid target list is [u32::MAX]: the first topic_targets_changed reports them.
+            watched.push((topic, vec![u32::MAX]));
+            (watched.len() - 1) as u32
         });
+        js(env, r)
+    }
+
+    /// The targets of watched topic `id` (as `topic_targets`) if they changed since the last
+    /// call, else null: one call with a number and no array while the subscribers stay the same
+    /// (crossing N-API with a string and an array is most of what a small publish costs).
+    #[napi]
+    pub fn topic_targets_changed(&self, env: &Env, id: u32) -> Result<Option<Vec<u32>>> {
+        let r = (|| {
+            let mut watched = lock(&self.inner.watched_topics);
+            let Some((topic, last)) = watched.get_mut(id as usize) else {
+                return Err(coded("ERR_INVALID_ARG", "unknown watched topic"));
+            };
+            let now = self.inner.topic_targets(topic)?;
+            if now == *last {
+                return Ok(None);
+            }
+            last.clone_from(&now);
+            Ok(Some(now))
+        })();
         js(env, r)
     }
 
