@@ -100,6 +100,7 @@ test.serial('pm2 start -i 3, stop + restart of one instance, reload of all, dele
   pm2('reload', app)
   const reloaded = await waitLines(out, (m) => m.event === 'joined' && !before.has(m.pid), 3, 'joins after the reload', 60_000)
   t.deepEqual(reloaded.map((m) => m.index).sort(), [0, 1, 2])
+  t.log('join() of the reloaded instances took (ms):', reloaded.map((m) => m.joinMs))
   t.deepEqual(linesOf(out).filter((m) => m.event === 'error'), [], 'no instance failed')
   t.true(reloaded.every((m) => m.joins > 4), 'the counter survived the reload')
   t.is(counter.get('joins'), 7)
@@ -109,4 +110,42 @@ test.serial('pm2 start -i 3, stop + restart of one instance, reload of all, dele
   pm2('delete', app)
   for (let i = 0; i < 100 && fs.existsSync(SHM_DIR + segment); i++) await sleep(100)
   t.false(fs.existsSync(SHM_DIR + segment), 'pm2 delete left nothing in /dev/shm')
+})
+
+test.serial('examples/pm2: the ecosystem file starts 4 instances that count hits together; delete leaves nothing', async (t) => {
+  t.timeout(120_000)
+  const { pm2, env } = startPm2(t)
+  const net = require('node:net')
+  const port = await new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+  env.PORT = String(port)
+  pm2('start', path.join(__dirname, '..', 'examples', 'pm2', 'ecosystem.config.js'))
+  const get = (p) =>
+    new Promise((resolve, reject) => {
+      require('node:http')
+        .get({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
+          let body = ''
+          res.on('data', (c) => (body += c))
+          res.on('end', () => resolve(JSON.parse(body)))
+        })
+        .on('error', reject)
+    })
+  let peers
+  for (let i = 0; i < 200; i++) {
+    peers = await get('/peers').catch(() => null)
+    if (peers && peers.peers.length === 3) break
+    await sleep(100)
+  }
+  t.is(peers.peers.length, 3, 'four instances attached')
+  const totals = []
+  for (let i = 0; i < 8; i++) totals.push((await get('/')).total)
+  t.deepEqual(totals, [1, 2, 3, 4, 5, 6, 7, 8], 'one counter for all instances')
+  pm2('delete', 'pm2-example')
+  t.deepEqual(JSON.parse(pm2('jlist')), [])
+  for (let i = 0; i < 100 && fs.existsSync(SHM_DIR + peers.segment); i++) await sleep(100)
+  t.false(fs.existsSync(SHM_DIR + peers.segment), 'the last instance out removed the segment')
 })
