@@ -36,6 +36,16 @@ fn app(tag: &str, n: u64) -> String {
     format!("test-{tag}-{}-{n}", std::process::id())
 }
 
+/// Unlinks `app`'s segment when dropped: a failed test leaves nothing in /dev/shm (its children,
+/// declared after this guard, are killed and reaped first).
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        cluster_shm::core::segment::unlink(&join::segment_name(&self.0));
+    }
+}
+
 fn gone(app: &str) -> bool {
     !segment_exists(&join::segment_name(app))
 }
@@ -119,6 +129,7 @@ fn creation_race_many_rounds_with_a_creator_killed_at_random_points() {
     let mut rng = Rng(seed("creation_race"));
     for round in 0..50 {
         let app = app("race", round);
+        let _unlink_app = Unlink(app.clone());
         let dier = rng.range(0, 4) as usize;
         // a third of the rounds nobody dies, a third one process dies at a stage, a third after
         // a random delay (anywhere from its start-up to after it joined)
@@ -164,6 +175,7 @@ fn creation_race_many_rounds_with_a_creator_killed_at_random_points() {
         indices.dedup();
         assert_eq!(indices.len(), joined.len(), "round {round}: an index twice: {joined:?}");
         let creators = joined.iter().filter(|j| j.2).count();
+        // exactly one process created the segment: a survivor, or the dier once it had published
         assert!(
             creators == 1 || (creators == 0 && dead_published),
             "round {round}: {creators} creators among the survivors {joined:?}"
@@ -186,6 +198,7 @@ fn creation_race_many_rounds_with_a_creator_killed_at_random_points() {
 #[test]
 fn a_joiner_never_attaches_to_a_segment_that_its_last_member_is_removing() {
     let app = app("flap", 0);
+    let _unlink_app = Unlink(app.clone());
     let iters = ("CSHM_ITERS", "300".to_string());
     let mut kids: Vec<ChildProc> = (0..3)
         .map(|_| ChildProc::spawn("flapper", &app, std::slice::from_ref(&iters)))
@@ -201,6 +214,7 @@ fn a_joiner_never_attaches_to_a_segment_that_its_last_member_is_removing() {
 fn the_segment_of_dead_members_is_removed_by_the_next_join_or_by_cleanup() {
     // the next join starts clean
     let app1 = app("dead", 1);
+    let _unlink_app1 = Unlink(app1.clone());
     let mut k = ChildProc::spawn_with_stdin("joiner", &app1, &[]);
     let (_, dead_nonce, _) = parse_joined(&k.expect_line("JOINED", LONG));
     k.kill();
@@ -213,6 +227,7 @@ fn the_segment_of_dead_members_is_removed_by_the_next_join_or_by_cleanup() {
 
     // or cleanup removes it
     let app2 = app("dead", 2);
+    let _unlink_app2 = Unlink(app2.clone());
     let mut k = ChildProc::spawn_with_stdin("joiner", &app2, &[]);
     k.expect_line("JOINED", LONG);
     assert!(!join::cleanup(&app2), "a live member keeps it");
@@ -225,6 +240,7 @@ fn the_segment_of_dead_members_is_removed_by_the_next_join_or_by_cleanup() {
 #[test]
 fn a_dead_members_index_is_reaped_by_a_member() {
     let app = app("reap", 0);
+    let _unlink_app = Unlink(app.clone());
     let ep = join::join(&app, geo(4), Attach::Index(2), LONG).expect("join");
     let mut k = ChildProc::spawn_with_stdin("joiner", &app, &[]);
     let (index, _, creator) = parse_joined(&k.expect_line("JOINED", LONG));
@@ -241,6 +257,7 @@ fn a_dead_members_index_is_reaped_by_a_member() {
 #[test]
 fn a_joiner_with_another_geometry_gets_both_values() {
     let app = app("mismatch", 0);
+    let _unlink_app = Unlink(app.clone());
     let ep = join::join(&app, geo(2), Attach::Any, LONG).expect("join");
     match join::join(&app, geo(3), Attach::Any, LONG) {
         Err(JoinError::Mismatch { what, asked, found }) => assert_eq!((what, asked, found), ("workers", 3, 2)),
@@ -259,6 +276,7 @@ fn a_joiner_with_another_geometry_gets_both_values() {
 #[test]
 fn a_held_index_is_waited_for_bounded() {
     let app = app("held", 0);
+    let _unlink_app = Unlink(app.clone());
     let mut k = ChildProc::spawn_with_stdin("joiner", &app, &[]);
     let (index, _, _) = parse_joined(&k.expect_line("JOINED", LONG));
     match join::join(&app, geo(4), Attach::Index(index), Duration::from_millis(300)) {
@@ -284,6 +302,7 @@ fn a_held_index_is_waited_for_bounded() {
 fn a_creator_killed_at_each_stage_leaves_a_segment_the_next_joiner_replaces() {
     for (s, stage) in STAGES.iter().enumerate() {
         let app = app("stage", s as u64);
+        let _unlink_app = Unlink(app.clone());
         let mut k = ChildProc::spawn_with_stdin("joiner", &app, &[("CSHM_DIE_AT", s.to_string())]);
         let status = k.wait_timeout(LONG).expect("the creator dies");
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{stage:?}: {}", k.log.join("\n"));

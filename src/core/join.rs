@@ -10,7 +10,7 @@
 //! whoever notices, with one CAS that only one taker wins.
 //!
 //! ```text
-//!  (no name) --O_EXCL create--> 0 --CAS by creator--> INIT(creator) --magic, CAS--> LIVE
+//!  (no name) --O_EXCL create--> 0 --CAS by creator--> INIT(creator) --magic, index, CAS--> LIVE
 //!  LIVE --CAS by a leaver or joiner who sees no live member--> CLOSING(it)
 //!  CLOSING(p) --p sees a live member--> LIVE        CLOSING(p) --p sees none--> GONE(p) --p unlinks
 //!  0 for longer than STUCK, INIT(dead), GONE(dead) --CAS by a joiner--> GONE(joiner) --unlinks
@@ -240,7 +240,7 @@ pub enum Stage {
     Claimed,
     /// Header written and `magic` published, state still INIT.
     Published,
-    /// Took an index in a LIVE segment, before checking that it still is LIVE.
+    /// Took an index: the creator before setting LIVE, a joiner before checking it still is.
     Claiming,
     /// Joined.
     Joined,
@@ -328,7 +328,7 @@ fn round(
         return Ok(Round::Wait(why));
     }
     let shared = Shared::validate(seg).map_err(JoinError::Attach)?;
-    attach(shared, geo, how, false, at)
+    attach(shared, geo, how, at)
 }
 
 /// The creator's round: claim the fresh segment (0 → INIT), write it, publish it (LIVE).
@@ -343,25 +343,31 @@ fn create(seg: Segment, geo: Geometry, how: Attach, at: &mut dyn FnMut(Stage)) -
     let nobody = ProcessId { pid: 0, start_time: 0 };
     let shared = Shared::publish(seg, geo, nobody, true);
     at(Stage::Published);
+    // The creator takes its index before LIVE: a LIVE segment has always had a member, so no
+    // joiner takes a newborn one for a segment whose members all died.
+    let ep = match Endpoint::attach(shared.clone(), how) {
+        Ok(ep) => ep,
+        Err(e) => {
+            if advance(shared.header(), init, GONE).is_some() {
+                remove(shared.name(), shared.header());
+            }
+            return Err(JoinError::Attach(e));
+        }
+    };
+    at(Stage::Claiming);
     if advance(shared.header(), init, LIVE).is_none() {
+        ep.detach();
         return Ok(Round::Wait("a segment taken for abandoned to be removed".into()));
     }
-    attach(shared, geo, how, true, at)
+    Ok(Round::Joined(ep))
 }
 
-/// Takes an index in the LIVE segment `shared`, unless it has no live member and was not just
-/// `created` by us (then it is removed, and the next round creates a fresh one) or it started
-/// closing meanwhile.
-fn attach(
-    shared: Arc<Shared>,
-    geo: Geometry,
-    how: Attach,
-    created: bool,
-    at: &mut dyn FnMut(Stage),
-) -> Result<Round, JoinError> {
+/// Takes an index in the LIVE segment `shared`, unless it has no live member (then it is
+/// removed, and the next round creates a fresh one) or it started closing meanwhile.
+fn attach(shared: Arc<Shared>, geo: Geometry, how: Attach, at: &mut dyn FnMut(Stage)) -> Result<Round, JoinError> {
     let h = shared.header();
     let w = h.join_state.load(Ordering::Acquire);
-    if !created && state(w) == LIVE && !any_live_member(&shared) {
+    if state(w) == LIVE && !any_live_member(&shared) {
         // Left by members that all died: remove it, the next round creates a fresh one.
         if let Some(mine) = advance(h, w, CLOSING) {
             if decide(&shared, mine) {
