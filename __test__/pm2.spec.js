@@ -26,17 +26,31 @@ function alive(pid) {
   }
 }
 
+/** PIDs of every PM2 daemon and app instance the tests saw: none may outlive them. */
+const seen = new Set()
+
+test.after.always('no PM2 daemon or instance outlives the tests', (t) => {
+  t.true(seen.size > 0, 'the tests saw PM2 processes')
+  t.deepEqual([...seen].filter(alive), [])
+})
+
 /** A PM2 with its own home, killed (and checked gone) when the test ends. */
 function startPm2(t) {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'cshm-pm2-'))
   const env = { ...process.env, PM2_HOME: home }
   delete env.CLUSTER_SHM_SEGMENT
-  const pm2 = (...args) => execFileSync(process.execPath, [PM2, ...args], { env, timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] }).toString()
+  const run = (...args) => execFileSync(process.execPath, [PM2, ...args], { env, timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] }).toString()
+  const pidFile = path.join(home, 'pm2.pid')
+  const pm2 = (...args) => {
+    const result = run(...args)
+    if (fs.existsSync(pidFile)) seen.add(Number(fs.readFileSync(pidFile, 'utf8')))
+    if (args[0] !== 'kill') for (const p of JSON.parse(run('jlist'))) if (p.pid) seen.add(p.pid)
+    return result
+  }
   t.teardown(async () => {
-    const pidFile = path.join(home, 'pm2.pid')
     const daemon = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8')) : 0
     try {
-      pm2('kill')
+      run('kill')
     } catch {}
     for (let i = 0; i < 100 && daemon && alive(daemon); i++) await sleep(50)
     if (daemon && alive(daemon)) process.kill(daemon, 'SIGKILL')
