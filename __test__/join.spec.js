@@ -110,3 +110,15 @@ test('join() takes PM2\'s NODE_APP_INSTANCE as its index', async (t) => {
   t.is(run.events('joined')[0].index, 3)
   t.false(exists(run.events('left')[0].name))
 })
+
+test('10 rounds of 4 node processes started together: one segment each round, every member talks, nothing left', async (t) => {
+  t.timeout(120_000)
+  for (let round = 0; round < 10; round++) {
+    const env = { JOIN_APP: appName('together'), JOIN_MEMBERS: '4' }
+    const procs = [0, 1, 2, 3].map(() => startCluster('join-member.js', [], { env, t, timeout: 30_000 }))
+    const runs = await Promise.all(procs.map((p) => p.done))
+    t.deepEqual(runs.map((r) => r.code), [0, 0, 0, 0], runs.map((r) => r.stderr).join('\n'))
+    const segment = assertTalkedAndLeft(t, runs.flatMap((r) => r.messages), 4)
+    t.false(exists(segment), `round ${round}`)
+  }
+})
