@@ -26,8 +26,8 @@
 //!   marks the segment GONE and unlinks it; the next round creates it anew. Before its CAS to
 //!   INIT (between `shm_open` and the CAS: sizing and mapping) nothing names it: a joiner that
 //!   sees state 0 (or a size-0 object) for [`STUCK`] takes it as abandoned. A creator that was
-//!   only slow then fails its CAS (0 → INIT) and starts over, so it never publishes a segment
-//!   that lost its name.
+//!   only slow then fails its CAS (0 → INIT), or, once LIVE, finds that the name leads to
+//!   another segment, and starts over: it never stays in a segment that lost its name.
 //! - Last one out against a joiner: the joiner takes an index (CAS on the registry), then a
 //!   SeqCst fence, then reads the state; the leaver moves LIVE → CLOSING (CAS), then a SeqCst
 //!   fence, then scans the registry. One of the two sees the other: either the joiner sees
@@ -358,6 +358,14 @@ fn create(seg: Segment, geo: Geometry, how: Attach, at: &mut dyn FnMut(Stage)) -
     if advance(shared.header(), init, LIVE).is_none() {
         ep.detach();
         return Ok(Round::Wait("a segment taken for abandoned to be removed".into()));
+    }
+    // A creator stalled for STUCK before sizing its segment may have lost the name to a joiner
+    // that took it for abandoned: it must not stay alone in a segment nobody else can open.
+    let named =
+        Segment::open(shared.name()).is_ok_and(|s| header(&s).join_nonce.load(Ordering::Acquire) == nonce(&shared));
+    if !named {
+        ep.detach();
+        return Ok(Round::Again);
     }
     Ok(Round::Joined(ep))
 }
