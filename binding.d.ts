@@ -160,8 +160,20 @@ export declare class NativeSemaphore {
 /** Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1). */
 export declare function attachCluster(name: string, index: number): NativeBus
 
+/** Removes application `app`'s segment if no live process is a member; true when none is left. */
+export declare function cleanupJoined(app: string): boolean
+
 /** Creates this cluster's segment (`workers` + the primary) and attaches the primary. */
 export declare function createCluster(workers: number, ringSize: number, heapSize: number): NativeBus
+
+/**
+ * Joins application `app`'s segment (created by the first joiner): at `index` (>= 0) or the
+ * lowest free one (-1), waiting at most `timeoutMs` for a creator, a leaver or the index.
+ */
+export declare function joinCluster(app: string, workers: number, ringSize: number, heapSize: number, index: number, timeoutMs: number): NativeBus
+
+/** Frees the indices and permits of `bus`'s members that died; returns the freed indices. */
+export declare function reapDead(bus: NativeBus): Array<number>
 
 /**
  * index.js registers its `ClusterShmError(code, message)` class here, so that errors thrown by

@@ -180,6 +180,15 @@ export interface WorkerOptions {
   maxQueuedBytes?: number
 }
 
+export interface JoinOptions extends MasterOptions {
+  /** Application name, required: processes of one user that join the same name share a segment. */
+  name: string
+  /** Take this worker index; default: PM2's NODE_APP_INSTANCE, else the lowest free one. Waits (up to `timeout`) while a live process holds it. */
+  index?: number
+  /** Milliseconds to wait for a creator to finish, a last member to leave, or the index to be given back (default 10000); then ERR_TIMEOUT. */
+  timeout?: number
+}
+
 export declare class Bus extends EventEmitter {
   private constructor()
   /** This process's address: a worker index, or PRIMARY. */
@@ -268,6 +277,10 @@ export declare class Bus extends EventEmitter {
 export declare function masterInit(options?: MasterOptions): Bus
 /** Attaches this process (a cluster worker, or any process given `name`) to the segment. */
 export declare function workerInit(options?: WorkerOptions): Bus
+/** Creates or attaches to application `name`'s segment, with no primary (PM2, child_process.fork, independent processes); the last member out removes it. */
+export declare function join(options: JoinOptions): Bus
+/** Removes application `name`'s segment if no live process is a member of it; true when none is left. */
+export declare function cleanupJoined(name: string): boolean
 
 export interface AcquireOptions {
   /** Milliseconds to wait before rejecting with ERR_TIMEOUT (0: only if free now). */

@@ -16,11 +16,13 @@
 //   objects.js   Semaphore, Permit, Region, SharedMap (with its value codec)
 //   bus.js       class Bus, assembled from the parts above
 //   cluster.js   masterInit/workerInit, SEGMENT_ENV, the cluster module's 'exit'
+//   join.js      join() with no primary (PM2, child_process.fork), cleanupJoined
 
 const { ClusterShmError, RemoteError } = require('./lib/errors.js')
 const { PRIMARY } = require('./lib/state.js')
 const { Semaphore, Permit, Region, SharedMap } = require('./lib/objects.js')
 const { Bus } = require('./lib/bus.js')
 const { SEGMENT_ENV, masterInit, workerInit } = require('./lib/cluster.js')
+const { join, cleanupJoined } = require('./lib/join.js')
 
-module.exports = { masterInit, workerInit, PRIMARY, SEGMENT_ENV, ClusterShmError, RemoteError, Bus, Semaphore, Permit, Region, SharedMap }
+module.exports = { masterInit, workerInit, join, cleanupJoined, PRIMARY, SEGMENT_ENV, ClusterShmError, RemoteError, Bus, Semaphore, Permit, Region, SharedMap }

@@ -14,9 +14,8 @@ const { Bus } = require('./bus.js')
 /** Environment variable through which forked workers find their cluster's segment. */
 const SEGMENT_ENV = 'CLUSTER_SHM_SEGMENT'
 
-/** Creates this cluster's segment; call in the primary before forking. */
-function masterInit(options) {
-  options = checkOptions(options, 'options')
+/** The geometry options of a segment (masterInit, join), checked, with their defaults. */
+function segmentOptions(options) {
   const workers = checkInt('workers', options.workers ?? os.availableParallelism(), 1, MAX_WORKERS)
   const ringSize = options.ringSize ?? defaultRingSize(workers)
   checkInt('ringSize', ringSize, 4096, 1 << 30)
@@ -24,6 +23,13 @@ function masterInit(options) {
   const heapSize = checkInt('heapSize', options.heapSize ?? 4 << 20, 0, 2 ** 34)
   if (heapSize % 4096 !== 0) fail('ERR_INVALID_ARG', `heapSize must be a multiple of 4096, got ${heapSize}`)
   const spin = checkInt('spinMicros', options.spinMicros ?? 0, 0, 1e6)
+  return { workers, ringSize, heapSize, spin }
+}
+
+/** Creates this cluster's segment; call in the primary before forking. */
+function masterInit(options) {
+  options = checkOptions(options, 'options')
+  const { workers, ringSize, heapSize, spin } = segmentOptions(options)
   const handle = native.createCluster(workers, ringSize, heapSize)
   const bus = new Bus(handle, spin, checkQueueLimit(options))
   process.env[SEGMENT_ENV] = bus.name
@@ -50,4 +56,4 @@ function workerInit(options) {
   return new Bus(native.attachCluster(name, index), spin, checkQueueLimit(options))
 }
 
-module.exports = { SEGMENT_ENV, masterInit, workerInit }
+module.exports = { SEGMENT_ENV, masterInit, workerInit, segmentOptions }

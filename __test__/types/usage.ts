@@ -1,9 +1,11 @@
 // Compiled by __test__/types.spec.js with `tsc --noEmit --strict`: valid uses must type-check,
 // and every `@ts-expect-error` line must really be an error.
-import { masterInit, workerInit, PRIMARY, ClusterShmError, RemoteError, Bus, Message, ErrorCode, TopicMessage } from '../..'
+import { masterInit, workerInit, join, cleanupJoined, PRIMARY, ClusterShmError, RemoteError, Bus, Message, ErrorCode, TopicMessage } from '../..'
 
 const primary: Bus = masterInit({ workers: 2, ringSize: 1 << 16, spinMicros: 0 })
 const worker: Bus = workerInit({ name: primary.name, index: 0 })
+const joined: Bus = join({ name: 'app', workers: 2, timeout: 1000 })
+const removed: boolean = cleanupJoined('app')
 const ok: boolean = worker.write(PRIMARY, Buffer.from('x'))
 const sent: Promise<void> = worker.send(1, { any: 'value' }, { timeout: 100 })
 const count: Promise<number> = worker.broadcast('hello')

@@ -20,6 +20,7 @@ use super::lock;
 use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
+use crate::core::join;
 use crate::core::layout::Geometry;
 use crate::core::semaphore::Waiter;
 use crate::core::topics::{TopicError, Topics};
@@ -53,7 +54,7 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    fn new(ep: Endpoint) -> Arc<Inner> {
+    pub(super) fn new(ep: Endpoint) -> Arc<Inner> {
         let ep = Arc::new(ep);
         Arc::new(Inner {
             outbox: Outbox::new(ep.clone()),
@@ -203,8 +204,11 @@ impl Inner {
             w.close();
         }
         self.commit_polled();
-        self.ep.detach();
         let shared = self.ep.shared();
+        if shared.is_joined() {
+            return join::leave(&self.ep); // the last one out removes the segment
+        }
+        self.ep.detach();
         if shared.is_creator() {
             shared.close_cluster();
         } else if !shared.primary_alive() {
@@ -225,7 +229,7 @@ fn release_freed_memory() {
     }
 }
 
-fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> CodedResult<()> {
+pub(super) fn register_cleanup(env: &Env, inner: &Arc<Inner>) -> CodedResult<()> {
     // At environment teardown (process exit, worker thread end) detach and stop the threads,
     // even when JS never called close().
     let weak = Arc::downgrade(inner);
@@ -278,7 +282,7 @@ pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
 /// One process's attachment to a cluster segment. Created by `createCluster` / `attachCluster`.
 #[napi]
 pub struct NativeBus {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[napi]

@@ -7,6 +7,7 @@
 //!   `registerErrorClass`, and the check of whole numbers;
 //! - `bus.rs`: `NativeBus` (`createCluster`, `attachCluster`) and the state it shares with the
 //!   objects it opens (`Inner`);
+//! - `join.rs`: `joinCluster` (create-or-attach with no primary), `reapDead`, `cleanupJoined`;
 //! - `delivery.rs`: pushed delivery (`start`/`stop`): the delivery thread with its
 //!   ThreadsafeFunction, or else
 //! - `event_loop.rs` (Linux): delivery on the JS thread's event loop;
@@ -19,6 +20,7 @@ mod delivery;
 mod errors;
 #[cfg(target_os = "linux")]
 mod event_loop;
+mod join;
 mod map;
 mod region;
 mod semaphore;

@@ -108,30 +108,35 @@ impl Shared {
                 r => break r.map_err(InitError::Segment)?,
             }
         };
-        let me = ProcessId::current();
+        Ok(Self::publish(seg, geo, ProcessId::current(), true))
+    }
+
+    /// Writes the header of the fresh, zeroed segment `seg` (made for `geo`) naming `primary`,
+    /// and publishes it (`magic`, last).
+    pub(super) fn publish(seg: Segment, geo: Geometry, primary: ProcessId, creator: bool) -> Arc<Shared> {
         let hdr = seg.as_ptr() as *mut SegmentHeader;
         // SAFETY: the mapping is fresh, zeroed, page aligned and at least a header long; no other
-        // process can use it before `magic` is published below.
+        // process uses these fields before `magic` is published below.
         unsafe {
             (*hdr).layout_version = LAYOUT_VERSION;
             (*hdr).endpoints = geo.endpoints;
             (*hdr).ring_capacity = geo.ring_capacity;
             (*hdr).total_size = geo.total_size() as u64;
             (*hdr).heap_size = geo.heap_size;
-            (*hdr).primary_pid = me.pid;
-            (*hdr).primary_start = me.start_time;
+            (*hdr).primary_pid = primary.pid;
+            (*hdr).primary_start = primary.start_time;
             (*hdr).magic.store(MAGIC, Ordering::Release);
         }
-        Ok(Arc::new(Shared {
-            seg,
-            geo,
-            creator: true,
-        }))
+        Arc::new(Shared { seg, geo, creator })
     }
 
     /// Opens and validates an existing segment.
     pub fn open(name: &str) -> Result<Arc<Shared>, AttachError> {
-        let seg = Segment::open(name).map_err(AttachError::Segment)?;
+        Self::validate(Segment::open(name).map_err(AttachError::Segment)?)
+    }
+
+    /// Validates the header of the opened segment `seg`.
+    pub(super) fn validate(seg: Segment) -> Result<Arc<Shared>, AttachError> {
         if seg.len() < std::mem::size_of::<SegmentHeader>() {
             return Err(AttachError::BadHeader("smaller than a header"));
         }
@@ -306,7 +311,11 @@ impl Shared {
     }
 
     /// Whether the process that created the segment is still running (PID and start time).
+    /// A segment made by `join` has no primary: always true there.
     pub fn primary_alive(&self) -> bool {
+        if self.is_joined() {
+            return true;
+        }
         let h = self.header();
         // SAFETY: plain integer fields of the validated header, written before `magic`.
         let (pid, start_time) = unsafe {
@@ -316,6 +325,11 @@ impl Shared {
             )
         };
         ProcessId { pid, start_time }.is_alive()
+    }
+
+    /// Made by `join` (no primary; see [`super::join`]).
+    pub fn is_joined(&self) -> bool {
+        self.header().join_state.load(Ordering::Acquire) != 0
     }
 
     pub fn is_closed(&self) -> bool {

@@ -62,6 +62,14 @@ pub struct SegmentHeader {
     pub registry_epoch: AtomicU32,
     /// Set to 1 by the primary's `close()`: the cluster is gone.
     pub closed: AtomicU32,
+    /// Segments made by `join` only (0 in a primary's segment): the state word of the join
+    /// protocol, `state << 56 | generation << 32 | pid` (see `core::join`).
+    pub join_state: AtomicU64,
+    /// Start time of the pid in `join_state`, valid when `join_start_gen` is its generation.
+    pub join_start: AtomicU64,
+    /// Random, written before `magic`: tells this segment from a later one of the same name.
+    pub join_nonce: AtomicU64,
+    pub join_start_gen: AtomicU32,
 }
 
 /// The first six bytes of every layout version's magic.

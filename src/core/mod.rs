@@ -37,6 +37,7 @@ pub mod endpoint;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod inbox;
+pub mod join;
 pub mod layout;
 pub mod loop_bell;
 pub mod map;
