@@ -10,9 +10,11 @@
 //   - responses to one node: published on `<prefix>#<namespace>#<index>`, subscribed only by the
 //     worker at `index` (the requester's index is learnt from the messages it sent).
 // A worker that dies or closes its bus leaves the node list at once, through the bus's 'detach'
-// event, instead of after a heartbeat timeout. Payloads are v8-serialized by the bus, so Buffers
-// and other binary content arrive as they were sent.
+// event, instead of after a heartbeat timeout. Messages are v8-serialized here, once, and travel
+// as bytes (Buffers and other binary content arrive as they were sent): the publisher, itself a
+// subscriber of the namespace topic, drops its own copy without deserializing it.
 
+const v8 = require('node:v8')
 const { ClusterAdapterWithHeartbeat } = require('socket.io-adapter')
 const { fail } = require('./errors.js')
 const { checkOptions } = require('./options.js')
@@ -43,8 +45,10 @@ class ClusterShmAdapter extends ClusterAdapterWithHeartbeat {
     this.#bus = bus
     this.#topic = topicOf(prefix, nsp.name)
     const receive = ({ from, data }) => {
-      if (typeof data?.uid === 'string') this.#indexOf.set(data.uid, from)
-      this.onMessage(data)
+      if (from === bus.index || !Buffer.isBuffer(data)) return // what this adapter published, or not an adapter's message
+      const message = v8.deserialize(data)
+      if (typeof message?.uid === 'string') this.#indexOf.set(message.uid, from)
+      this.onMessage(message)
     }
     this.#subscriptions = [bus.subscribe(this.#topic, receive), bus.subscribe(`${this.#topic}#${bus.index}`, receive)]
     this.#onDetach = (index) => {
@@ -64,13 +68,24 @@ class ClusterShmAdapter extends ClusterAdapterWithHeartbeat {
 
   doPublish(message) {
     // Connection state recovery needs offsets from a persistent log, which topics are not.
-    return this.#bus.publish(this.#topic, message).then(() => '')
+    return this.#publish(this.#topic, message).then(() => '')
   }
 
   doPublishResponse(requesterUid, response) {
     const to = this.#indexOf.get(requesterUid)
     if (to === undefined) return Promise.resolve() // the requester is gone
-    return this.#bus.publish(`${this.#topic}#${to}`, response).then(() => {})
+    return this.#publish(`${this.#topic}#${to}`, response).then(() => {})
+  }
+
+  /** Publishes `message` serialized; a failure (e.g. a function in socket.data) is a rejection, as socket.io-adapter expects. */
+  #publish(topic, message) {
+    let bytes
+    try {
+      bytes = v8.serialize(message)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#bus.publish(topic, bytes)
   }
 
   close() {
