@@ -448,3 +448,18 @@ test.serial('RemoteError is exported and carries message, code and from', async 
   const err = await t.throwsAsync(bus.request(0, null, { method: 'fail', timeout: 10_000 }), { instanceOf: RemoteError })
   t.deepEqual({ name: err.name, message: err.message, code: err.code, from: err.from }, { name: 'RemoteError', message: 'nope', code: 'E_X', from: 0 })
 })
+
+test.serial('publish, request and response longer than one frame (1.5 MiB bytes, 1.5 MB strings), to one and to two subscribers', async (t) => {
+  t.timeout(60_000)
+  const r = await runCluster('topics-large', [])
+  assertCleanExit(t, r)
+  noProblems(t, r)
+  const buffer = { buffer: 1.5 * 1024 * 1024, right: true }
+  const string = { string: 512 * 1024, right: true }
+  const published = r.messages.find((m) => m.event === 'published')
+  t.deepEqual(published && published.reached, [1, 1, 2, 2], "publish() resolves with how many processes it reached")
+  t.deepEqual(published && published.echoes, [buffer, string], 'the request and its answer arrived whole')
+  const received = (index) => r.messages.find((m) => m.event === 'received' && m.index === index)?.got
+  t.deepEqual(received(1), [buffer, string, buffer, string], 'worker 1: both topics, in order')
+  t.deepEqual(received(2), [buffer, string], 'worker 2: its topic')
+})

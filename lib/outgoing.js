@@ -32,6 +32,7 @@ class Outgoing {
   #maxFrame = 0 // largest single-frame payload (Geometry::max_frame_payload)
   #dirty = new Set() // targets with staged writes
   #queuedTo = [] // per target: send()s queued natively, which staged writes must not overtake
+  #maxWrite // the most one write() takes (Outbox::max_write)
   #keepAlive = null // a ref'd handle while anything is pending: awaited work keeps the process alive
   queuedBytes = 0 // payload bytes of the send()s queued natively
   maxQueuedBytes // past this, send() rejects at once with ERR_QUEUE_FULL
@@ -43,6 +44,7 @@ class Outgoing {
     this.#native = nativeBus
     this.#maxFrame = nativeBus.ringSize / 4 - 16 // Geometry::max_frame_payload
     this.#stagedMax = Math.min(STAGED_MAX, this.#maxFrame)
+    this.#maxWrite = nativeBus.maxWrite
     nativeBus.setCompletionHandler((id, result) => {
       const resolve = this.#completions.get(id)
       this.#completions.delete(id)
@@ -174,6 +176,9 @@ class Outgoing {
    * bound to that process. Returns RESOLVED or the send's promise.
    */
   post(t, kind, payload, timeout) {
+    // More than one write takes: write() would refuse it (ERR_PAYLOAD_TOO_LARGE); send() splits it.
+    const long = typeof payload === 'string' ? payload.length * 3 > this.#maxWrite && Buffer.byteLength(payload) > this.#maxWrite : payload.length > this.#maxWrite
+    if (long) return this.send(t, kind, payload, timeout, true)
     return this.write(t, kind, payload) ? RESOLVED : this.send(t, kind, payload, timeout, true)
   }
 
