@@ -9,14 +9,33 @@ const { startRedis } = require('./helpers/redis-server')
 
 const K = 200
 
+/**
+ * The messages of one bridge envelope, read here independently of lib/bridge-batch.js:
+ * [version 2][host 16][first seq f64][count u32], then count x [kind u8][length u32][payload].
+ */
+function unpack(b) {
+  if (b[0] !== 2) throw new Error(`envelope version ${b[0]}`)
+  const first = b.readDoubleLE(17)
+  const count = b.readUInt32LE(25)
+  const messages = []
+  let at = 29
+  for (let i = 0; i < count; i++) {
+    const len = b.readUInt32LE(at + 1)
+    messages.push({ seq: first + i, kind: b[at], data: b.toString('utf8', at + 5, at + 5 + len) })
+    at += 5 + len
+  }
+  if (at !== b.length) throw new Error(`envelope of ${b.length} bytes, ${at} read`)
+  return messages
+}
+
 /** A Redis connection of the test's own that counts every message per channel (psubscribe '*'). */
 async function countingSubscriber(t, url) {
   const redis = new Redis(url)
   t.teardown(() => redis.disconnect())
   const channels = new Map()
-  redis.on('pmessageBuffer', (_p, channel) => {
+  redis.on('pmessageBuffer', (_p, channel, message) => {
     const c = channel.toString()
-    channels.set(c, (channels.get(c) ?? 0) + 1)
+    channels.set(c, (channels.get(c) ?? 0) + unpack(message).length)
   })
   await redis.psubscribe('*')
   return channels
@@ -68,19 +87,24 @@ test('every message crosses both ways exactly once, in order per publisher; none
   })
 })
 
-/** Every message on `channel` as it reaches Redis: { t, seq, data }. */
+/** Every message on `channel` as it reaches Redis: { t, seq, data, envelope: its Redis message's number, bytes: that message's size }. */
 async function recordChannel(t, url, channel) {
   const redis = new Redis(url)
   t.teardown(() => redis.disconnect())
   const seen = []
-  redis.on('messageBuffer', (_c, m) => seen.push({ t: Date.now(), seq: m.readDoubleLE(17), data: m.toString('utf8', 26) }))
+  let envelopes = 0
+  redis.on('messageBuffer', (_c, m) => {
+    const now = Date.now()
+    const envelope = envelopes++
+    for (const x of unpack(m)) seen.push({ t: now, seq: x.seq, data: x.data, envelope, bytes: m.length })
+  })
   await redis.subscribe(channel)
   return seen
 }
 
 const until = async (cond, what, ms = 20_000) => {
   const end = Date.now() + ms
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await sleep(20)
   }
@@ -189,6 +213,53 @@ test('a full outbound queue drops and reports: what reached Redis and what was r
   t.is(stats.lost, full)
   const ns = seen.map((m) => Number(m.data.split(':')[1]))
   t.true(ns.every((x, i) => i === 0 || x > ns[i - 1]), 'in order')
+})
+
+test('a burst published in one turn crosses in few Redis messages, split at 64 KiB, complete and in order', async (t) => {
+  const redis = await startRedis(t)
+  const seen = await recordChannel(t, redis.url, 'cluster-shm:room.s')
+  const n = 300
+  const pad = 1000 // ~300 KB in all: more than one batch of at most 64 KiB
+  const big = 100_000 // message n/2 alone is larger than a batch: it travels in one of its own
+  const env = { REDIS_URL: redis.url, BRIDGE_K: String(n), BRIDGE_PAD: String(pad), BRIDGE_BIG: String(big) }
+  const recv = startCluster('bridge-host.js', ['B', 'receive'], { timeout: 60_000, env, t })
+  await recv.waitFor('ready')
+  // The receiving bridge's pattern subscription is in place before the burst.
+  const probe = new Redis(redis.url)
+  t.teardown(() => probe.disconnect())
+  await until(async () => (await probe.pubsub('NUMPAT')) >= 1, 'the receiving bridge subscribed')
+  const send = await startCluster('bridge-host.js', ['A', 'burst'], { timeout: 60_000, env, t }).done
+  assertCleanExit(t, send)
+  noErrors(t, send)
+  t.deepEqual(send.events('lost'), [], 'nothing lost by the sender')
+  const counts = []
+  for (;;) {
+    recv.command({ cmd: 'count' })
+    const c = await recv.waitFor((m) => m.event === 'count' && recv.events('count').length > counts.length)
+    counts.push(c.n)
+    if (c.n >= n || counts.length > 200) break
+    await sleep(100)
+  }
+  recv.command({ cmd: 'stop' })
+  const r = await recv.done
+  assertCleanExit(t, r)
+  noErrors(t, r)
+  t.deepEqual(r.events('lost'), [], 'nothing lost or missing in the sequence on the receiver')
+  const expected = Array.from({ length: n }, (_, i) => `A:${i}:x*${i === n / 2 ? big : pad}`)
+  const got = r.events('got')[0].got
+  t.is(got.length, n, 'every message arrived once')
+  t.true(got.every((d, i) => d === expected[i]), 'complete and in the order published')
+  // What Redis carried: the same messages, numbered without a gap, in few envelopes of at most 64 KiB.
+  t.deepEqual(seen.map((m) => m.data), expected.map((d) => d.replace(/x\*(\d+)$/, (_, k) => 'x'.repeat(Number(k)))))
+  t.true(seen.every((m, i) => i === 0 || m.seq === seen[i - 1].seq + 1), 'contiguous sequence numbers')
+  const envelopes = new Map(seen.map((m) => [m.envelope, m.bytes]))
+  const bigOne = seen[n / 2]
+  t.is(seen.filter((m) => m.envelope === bigOne.envelope).length, 1, 'the message larger than a batch travels alone')
+  for (const [e, bytes] of envelopes) if (e !== bigOne.envelope) t.true(bytes <= 64 * 1024, `envelope ${e}: ${bytes} bytes`)
+  const minimum = Math.ceil((n - 1) * (pad + 10) / (64 * 1024)) + 1
+  t.log(`${n} messages in ${envelopes.size} Redis messages (at least ${minimum})`)
+  t.true(envelopes.size >= minimum, 'split at the batch limit')
+  t.true(envelopes.size <= n / 10, 'batched: far fewer Redis messages than messages')
 })
 
 test('bridge() checks its options', (t) => {

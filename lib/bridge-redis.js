@@ -4,8 +4,8 @@
 //   start(topics, { onMessage(topic, bytes), onState(up) })  connects, subscribes to `topics`
 //                                     (exact names and `a.*` patterns), calls back per message
 //   ready                             whether a publish can be sent now
-//   pending                           publishes sent but not yet acknowledged
-//   publish(topic, bytes) -> Promise  sends once (never resent after a reconnect)
+//   publish(topic, bytes) -> Promise  sends once (never resent after a reconnect); settles
+//                                     when Redis confirmed it (the bridge counts what waits)
 //   close() -> Promise                drops the connections
 // Two connections per host: one subscribed (a subscribed Redis connection cannot publish), one
 // publishing. Both are made here, from a URL or as duplicates of the user's client (whose own
@@ -15,7 +15,8 @@ const { fail } = require('./errors.js')
 
 // No offline queue (what cannot be sent now is dropped and counted by the bridge, never buffered
 // without bound), and no resending after a reconnect (a publish Redis may already have delivered
-// would be delivered twice).
+// would be delivered twice). Auto-pipelining puts the batches of several topics sent in one turn
+// into one write.
 const PUBLISHER_OPTIONS = { enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0, lazyConnect: false, enableAutoPipelining: true }
 // The subscriber re-subscribes by itself after a reconnect (ioredis autoResubscribe).
 const SUBSCRIBER_OPTIONS = { autoResubscribe: true, autoResendUnfulfilledCommands: true, lazyConnect: false }
@@ -37,7 +38,6 @@ class RedisTransport {
   #prefix
   #pub = null
   #sub = null
-  #pending = 0
   #up = false
 
   constructor(redis, prefix) {
@@ -54,10 +54,6 @@ class RedisTransport {
 
   get ready() {
     return this.#pub !== null && this.#pub.status === 'ready'
-  }
-
-  get pending() {
-    return this.#pending
   }
 
   start(topics, { onMessage, onState }) {
@@ -88,8 +84,7 @@ class RedisTransport {
   }
 
   publish(topic, bytes) {
-    this.#pending++
-    return this.#pub.publish(this.#prefix + topic, bytes).finally(() => this.#pending--)
+    return this.#pub.publish(this.#prefix + topic, bytes)
   }
 
   async close() {

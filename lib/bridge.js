@@ -2,7 +2,9 @@
 // bus.bridge({ redis, topics, prefix? }): carries the bridged topics between hosts. Every process
 // of a host may call it; the candidates compete for the named lock LOCK and its holder bridges:
 //   outbound: it subscribes locally to the bridged topics, so it sees every local publish on
-//             them, and sends each once to the transport in an envelope carrying the host's id;
+//             them, and sends each once to the transport, batched: consecutive messages of one
+//             topic go as one envelope carrying the host's id (lib/bridge-batch.js), sent at the
+//             end of the event loop's turn, or later while earlier batches wait for Redis;
 //   inbound:  it subscribes to the same topics on the transport and publishes what arrives into
 //             the segment, dropping what its own host sent (no echo, no loop).
 // When the holder dies its permit is recovered (about 100 ms) and the next candidate bridges.
@@ -14,19 +16,19 @@ const cluster = require('node:cluster')
 const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const { fail } = require('./errors.js')
-const { encode, decode } = require('./codec.js')
+const { decode } = require('./codec.js')
 const { RedisTransport } = require('./bridge-redis.js')
+const { BatchWriter, BatchReader, stamp, HOST_BYTES } = require('./bridge-batch.js')
 
 const LOCK = 'cluster-shm.bridge'
 const STATE = 'cluster-shm.bridge.state' // region: [host id 16][outbound seq f64][heartbeat ms f64]
 const SEEN = 'cluster-shm.bridge.seen' // map: other host's id (hex) -> last seq received from it
-const HOST_BYTES = 16
 const SEQ_AT = 16
 const BEAT_AT = 24
 const HEARTBEAT_MS = 100
-const VERSION = 1
-// Envelope on the transport: [version u8][origin host id 16][seq f64 LE][kind u8][data]
-const HEAD = 1 + HOST_BYTES + 8 + 1
+// Outbound batches sent and not yet confirmed, at most. A batch that is not full leaves only
+// when none is (as Nagle's algorithm does): the slower Redis answers, the larger the batches.
+const BATCHES_IN_FLIGHT = 4
 
 /** Drops exact topics and patterns that a broader bridged pattern already covers (one delivery each). */
 function normalizeTopics(topics) {
@@ -56,6 +58,12 @@ class Bridge extends EventEmitter {
   #hostHex = ''
   #seq = 0
   #seqBytes = Buffer.alloc(8)
+  #batch = new BatchWriter() // the outbound batch being collected
+  #closedBatches = [] // { topic, env, count }: full (or closed by another topic), waiting to be sent
+  #batchesInFlight = 0
+  #queued = 0 // messages in #closedBatches and in flight (the open batch's are batch.count)
+  #pumping = false // a pump at the end of this turn is scheduled
+  #reader = new BatchReader()
   #subs = []
   #timers = []
   #injecting = 0 // > 0 while this process's own delivery of an injected message runs
@@ -149,46 +157,128 @@ class Bridge extends EventEmitter {
 
   #outbound({ from, topic, data }) {
     if (from === this.#bus.index && this.#injecting > 0) return // injected by this bridge: no echo
+    if (!this.#transport.ready) return this.#report('redis-down', 1)
+    const batch = this.#batch
+    // The bound counts messages: those waiting for Redis and those of the open batch.
+    if (this.#queued + batch.count >= this.#maxQueue) return this.#report('queue-full', 1)
+    // A batch holds one topic; a message of another topic closes it, so the order holds.
+    if (batch.count > 0 && batch.topic !== topic) this.#close()
+    if (!batch.add(topic, data)) {
+      this.#close()
+      batch.add(topic, data)
+    }
+    if (!this.#pumping) {
+      this.#pumping = true
+      setImmediate(this.#endOfTurn)
+    }
+  }
+
+  #endOfTurn = () => {
+    this.#pumping = false
+    if (!this.#closed) this.#pump(false)
+  }
+
+  /** Closes the open batch: it waits for its turn to be sent. */
+  #close() {
+    const batch = this.#batch
+    const count = batch.count
+    this.#closedBatches.push({ topic: batch.topic, env: batch.take(), count })
+    this.#queued += count
+    this.#pump(false)
+  }
+
+  /**
+   * Sends the closed batches while fewer than BATCHES_IN_FLIGHT are unconfirmed, then the open
+   * one if nothing is in flight (or `all`). Sequence numbers are taken, and kept in the
+   * segment, only as a batch leaves: what is dropped before never makes a gap.
+   */
+  #pump(all) {
     const transport = this.#transport
-    if (!transport.ready) return this.#report('redis-down', 1)
-    if (transport.pending >= this.#maxQueue) return this.#report('queue-full', 1)
-    const [kind, payload] = encode(data)
-    const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const env = Buffer.allocUnsafe(HEAD + body.length)
-    env[0] = VERSION
-    this.#host.copy(env, 1)
-    env.writeDoubleLE(++this.#seq, 1 + HOST_BYTES)
-    env[HEAD - 1] = kind
-    env.set(body, HEAD)
-    // The sequence number is in the segment before the message leaves: a successor never reuses it.
-    this.#region.write(SEQ_AT, env.subarray(1 + HOST_BYTES, HEAD - 1))
-    this.stats.sent++
-    transport.publish(topic, env).catch(() => this.#report('redis-down', 1))
+    const waiting = this.#closedBatches
+    if (!transport.ready) return this.#dropWaiting('redis-down')
+    while (waiting.length > 0 && (all || this.#batchesInFlight < BATCHES_IN_FLIGHT)) this.#send(waiting.shift())
+    const batch = this.#batch
+    if (batch.count > 0 && (all || this.#batchesInFlight === 0)) {
+      const count = batch.count
+      this.#queued += count
+      this.#send({ topic: batch.topic, env: batch.take(), count })
+    }
+  }
+
+  #send({ topic, env, count }) {
+    stamp(env, this.#host, this.#seq + 1)
+    this.#seq += count
+    // The sequence number is in the segment before the batch leaves: a successor never reuses it.
+    this.#seqBytes.writeDoubleLE(this.#seq, 0)
+    this.#region.write(SEQ_AT, this.#seqBytes)
+    this.stats.sent += count
+    this.#batchesInFlight++
+    this.#transport.publish(topic, env).then(
+      () => this.#confirmed(count, null),
+      () => this.#confirmed(count, 'redis-down'),
+    )
+  }
+
+  #confirmed(count, lost) {
+    this.#batchesInFlight--
+    this.#queued -= count
+    if (lost !== null) this.#report(lost, count)
+    if (!this.#closed) this.#pump(false)
+  }
+
+  /** Counts every message not sent yet (closed batches and the open one) as lost for `cause`. */
+  #dropWaiting(cause) {
+    let closed = 0
+    for (const b of this.#closedBatches) closed += b.count
+    this.#closedBatches.length = 0
+    this.#queued -= closed
+    const count = closed + this.#batch.count
+    this.#batch.clear()
+    if (count > 0) this.#report(cause, count)
   }
 
   #inbound(topic, bytes) {
-    if (!this.#active || bytes.length < HEAD || bytes[0] !== VERSION) return
-    if (this.#host.equals(bytes.subarray(1, 1 + HOST_BYTES))) return // our own host's: no echo
-    const origin = bytes.toString('hex', 1, 1 + HOST_BYTES)
-    const seq = bytes.readDoubleLE(1 + HOST_BYTES)
+    const r = this.#reader
+    if (!this.#active) return
+    if (!r.open(bytes)) return this.#report('malformed', 1) // not a batch of this version
+    if (r.from(this.#host)) return // our own host's: no echo
+    const origin = r.origin()
+    const first = r.first
     let last = this.#last.get(origin)
     if (last === undefined) last = this.#seen.get(origin)
-    if (typeof last === 'number' && seq > last + 1) this.#report('gap', seq - last - 1, { host: origin })
-    this.#last.set(origin, seq)
-    this.#remember(origin, seq)
-    let data
-    try {
-      data = decode(bytes[HEAD - 1], bytes, HEAD, bytes.length)
-    } catch {
-      return this.#report('malformed', 1)
+    if (typeof last === 'number' && first > last + 1) this.#report('gap', first - last - 1, { host: origin })
+    last = first + r.count - 1
+    this.#last.set(origin, last)
+    this.#remember(origin, last)
+    const bus = this.#bus
+    // This process receives its own publishes on a later turn (setImmediate, in order): the two
+    // markers around the batch tell #outbound that those deliveries are the injected ones.
+    setImmediate(this.#injectStart)
+    let malformed = 0
+    while (r.next()) {
+      let data
+      try {
+        data = decode(r.kind, bytes, r.start, r.end)
+      } catch {
+        malformed++
+        continue
+      }
+      this.stats.received++
+      try {
+        // Straight into the rings when they have room; else queued behind, in order.
+        if (!bus.tryPublish(topic, data)) bus.publish(topic, data).catch(this.#injectFailed)
+      } catch {
+        this.#injectFailed()
+      }
     }
-    this.stats.received++
-    // This process receives its own publish on a later turn (setImmediate): the two markers
-    // around it tell #outbound that this delivery is the injected one.
-    setImmediate(() => this.#injecting++)
-    this.#bus.publish(topic, data).catch(() => this.#report('closed', 1))
-    setImmediate(() => this.#injecting--)
+    setImmediate(this.#injectEnd)
+    malformed += r.count - r.read
+    if (malformed > 0) this.#report('malformed', malformed)
   }
+
+  #injectStart = () => this.#injecting++
+  #injectEnd = () => this.#injecting--
+  #injectFailed = () => this.#report('closed', 1)
 
   #connected = false
   /** Keeps `seq` in the segment for a successor; a map full of hosts long gone is emptied. */
@@ -240,11 +330,18 @@ class Bridge extends EventEmitter {
     }, 100)
   }
 
+  /** Sends what waits, or counts it lost when the bus (and so the segment) is closed already. */
+  #flushAtClose() {
+    if (this.#bus.closed) this.#dropWaiting('closed')
+    else this.#pump(true)
+  }
+
   /** Stops bridging (or competing); the next candidate takes over. Idempotent. */
   close() {
     if (this.#closed) return
     this.#closed = true
     this.#abort.abort()
+    if (this.#active) this.#flushAtClose()
     for (const t of this.#timers) clearInterval(t)
     clearTimeout(this.#downTimer)
     if (this.#lostTimer !== null) {
