@@ -105,8 +105,8 @@ export interface LostEvent {
 }
 
 /**
- * 'redis-down': published here while the connection was down (or unconfirmed when it broke);
- * 'queue-full': more than `maxQueue` publishes were waiting for Redis; 'gap': another host's
+ * 'redis-down': published here while the connection was down (or in a batch waiting or unconfirmed
+ * when it broke); 'queue-full': `maxQueue` messages were already waiting for Redis; 'gap': another host's
  * messages that never arrived (a hole in its sequence numbers); 'failover': the bridging process
  * died and another took over; 'malformed': an envelope that could not be decoded; 'closed': an
  * arrival after this bus closed.
@@ -122,7 +122,7 @@ export interface BridgeOptions {
   prefix?: string
   /** Whether this process competes to bridge: default true in a cluster's primary and outside a cluster, false in a cluster worker. */
   candidate?: boolean
-  /** Most publishes waiting for Redis's acknowledgement; beyond, they are dropped and reported (default 10000). */
+  /** Most messages (not batches) waiting for Redis: batched but not sent, or sent and not confirmed; beyond, they are dropped and reported (default 10000). */
   maxQueue?: number
   /** Milliseconds after which a connection still down is reported with 'down' (default 2000). */
   downAfter?: number

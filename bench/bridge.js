@@ -3,12 +3,18 @@
 // every worker subscribed to one topic, one publisher (worker 0 of host A), 64-byte messages.
 //   bridge:  cluster-shm topics; each host's primary bridges 'bench.*' to Redis (bus.bridge)
 //   ioredis: every worker holds its own ioredis subscriber; the publisher PUBLISHes to Redis
-// Reports deliveries/s (all 8 subscribers together) and CPU per delivery: of redis-server, and of
-// every process (both primaries, 8 workers, redis-server).
-//   node bench/bridge.js [--messages=N]     (needs redis-server on the PATH and ioredis)
+// Both publishers keep at most WINDOW publishes unconfirmed (the ioredis one auto-pipelines).
+// Reports deliveries/s (all 8 subscribers together) and CPU per delivery: of redis-server (its
+// own getrusage, from INFO cpu), and of every process (both primaries, 8 workers, redis-server),
+// and the load average before each case; the ratios bridge / ioredis of the medians and of each round.
+//   node bench/bridge.js [--messages=N] [--rounds=R]   (needs redis-server on the PATH and ioredis)
+// R rounds (default 3), the two cases alternating; medians, and the ratios of the medians.
+// BENCH_CPU_PROF=<dir>: runs the bridge case alone, every process writing a V8 CPU profile there
+// (--cpu-prof), and prints its figures (results/bridge.json is left alone).
 
 const cluster = require('node:cluster')
 const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { spawn } = require('node:child_process')
@@ -22,7 +28,8 @@ const arg = (name, dflt) => {
   const a = process.argv.find((s) => s.startsWith(`--${name}=`))
   return a ? Number(a.split('=')[1]) : dflt
 }
-const now = () => performance.timeOrigin + performance.now()
+const ORIGIN = performance.timeOrigin // read once: its getter costs as much as now() itself
+const now = () => ORIGIN + performance.now()
 const line = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const cpuOf = () => {
   const c = process.cpuUsage()
@@ -33,12 +40,14 @@ const cpuOf = () => {
 async function publishAll(n, publishOne) {
   let inFlight = 0
   let wake = null
+  // One callback for every settlement (no closure or finally() chain per message), for both peers.
+  const settled = () => {
+    inFlight--
+    if (wake !== null && inFlight < WINDOW) wake(), (wake = null)
+  }
   for (let i = 0; i < n; i++) {
     inFlight++
-    publishOne().finally(() => {
-      inFlight--
-      if (wake !== null && inFlight < WINDOW) wake(), (wake = null)
-    })
+    publishOne().then(settled, settled)
     if (inFlight >= WINDOW) await new Promise((r) => (wake = r))
   }
 }
@@ -84,7 +93,7 @@ async function worker() {
       if (published && since === 0) since = now()
       await new Promise((r) => setTimeout(r, 20))
     }
-    process.send({ type: 'done', count, first, last, t0, cpu: cpuOf() - cpu0 })
+    process.send({ type: 'done', count, first, last, t0, cpu: cpuOf() - cpu0, publisher: bus.index === 0 && process.env.BENCH_HOST === 'A' })
     if (sub) sub.disconnect(), pub.disconnect()
     bus.close()
   })
@@ -107,7 +116,11 @@ function host() {
     hello = setInterval(() => bridge.connected && bus.publish('bench.hello', tag), 100)
   }
   let lost = 0
-  bus.on('lost', (e) => (lost += e.count ?? 0))
+  const causes = {}
+  bus.on('lost', (e) => {
+    lost += e.count ?? 0
+    causes[e.cause ?? e.reason] = (causes[e.cause ?? e.reason] ?? 0) + (e.count ?? 0)
+  })
   const ready = new Set()
   const done = []
   let cpu0 = 0
@@ -116,7 +129,7 @@ function host() {
     if (m.type === 'done') done.push(m)
     if (m.type === 'published') line({ event: 'published' })
     if (done.length === WORKERS) {
-      line({ event: 'done', workers: done, primaryCpu: cpuOf() - cpu0, lost, stats: bridge ? bridge.stats : null })
+      line({ event: 'done', workers: done, primaryCpu: cpuOf() - cpu0, lost, causes, stats: bridge ? bridge.stats : null })
       cluster.disconnect(() => (bridge && bridge.close(), bus.close()))
     }
   })
@@ -138,14 +151,22 @@ function host() {
 }
 
 // ---- the orchestrator ----
-function redisCpu(pid) {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / 100
+/** redis-server's CPU time so far in µs (getrusage of all its threads, finer than /proc ticks). */
+async function redisCpu(client) {
+  const info = await client.info('cpu')
+  const field = (name) => Number(new RegExp(`^${name}:([0-9.]+)`, 'm').exec(info)[1])
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
+}
+
+/** How many PUBLISH commands redis-server has run. */
+async function redisPublishes(client) {
+  const m = /^cmdstat_publish:calls=(\d+)/m.exec(await client.info('commandstats'))
+  return m === null ? 0 : Number(m[1])
 }
 
 function startHost(tag, mech, env) {
-  const child = spawn(process.execPath, [__filename], { env: { ...process.env, ...env, BENCH_ROLE: 'host', BENCH_HOST: tag, BENCH_MECH: mech }, stdio: ['pipe', 'pipe', 'inherit'] })
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+  const child = spawn(process.execPath, [...prof, __filename], { env: { ...process.env, ...env, BENCH_ROLE: 'host', BENCH_HOST: tag, BENCH_MECH: mech }, stdio: ['pipe', 'pipe', 'inherit'] })
   const events = []
   const waiters = []
   readline.createInterface({ input: child.stdout }).on('line', (l) => {
@@ -164,51 +185,102 @@ function startHost(tag, mech, env) {
   return { child, waitFor, command: (cmd) => child.stdin.write(JSON.stringify({ cmd }) + '\n') }
 }
 
-async function runCase(mech, redis, n) {
+async function runCase(mech, redis, client, n) {
   const env = { REDIS_URL: `redis://127.0.0.1:${redis.port}`, BENCH_N: String(n) }
+  const load = os.loadavg().map((x) => Number(x.toFixed(2)))
   const hosts = [startHost('A', mech, env), startHost('B', mech, env)]
   await Promise.all(hosts.map((h) => h.waitFor('ready')))
-  const r0 = redisCpu(redis.pid)
+  const p0 = await redisPublishes(client)
+  const r0 = await redisCpu(client)
   for (const h of hosts) h.command('go')
   await hosts[0].waitFor('published')
   for (const h of hosts) h.command('published')
   const results = await Promise.all(hosts.map((h) => h.waitFor('done')))
-  const redisUs = redisCpu(redis.pid) - r0
+  const redisUs = (await redisCpu(client)) - r0
+  const publishes = (await redisPublishes(client)) - p0
   await Promise.all(hosts.map((h) => new Promise((r) => (h.child.exitCode !== null ? r() : h.child.once('exit', r)))))
   const ws = results.flatMap((r) => r.workers)
   const deliveries = ws.reduce((s, w) => s + w.count, 0)
   const t0 = Math.min(...ws.map((w) => w.t0))
   const seconds = (Math.max(...ws.map((w) => w.last)) - t0) / 1000
-  const processesUs = ws.reduce((s, w) => s + w.cpu, 0) + results.reduce((s, r) => s + r.primaryCpu, 0)
+  const publisherUs = ws.filter((w) => w.publisher).reduce((s, w) => s + w.cpu, 0)
+  const workersUs = ws.reduce((s, w) => s + w.cpu, 0) - publisherUs
+  const primariesUs = results.reduce((s, r) => s + r.primaryCpu, 0)
+  const processesUs = publisherUs + workersUs + primariesUs
   return {
     mech,
+    load,
     deliveries,
     expected: 2 * WORKERS * n,
     lost: results.reduce((s, r) => s + r.lost, 0),
+    lostByCause: results.map((r) => r.causes),
+    bridgeStats: results.map((r) => r.stats), // host A's bridge, host B's
+    redisPublishes: publishes, // the bridge sends batches: messages / this = the mean batch
     seconds,
     perSecond: deliveries / seconds,
     redisUsPerDelivery: redisUs / deliveries,
     allUsPerDelivery: (processesUs + redisUs) / deliveries,
+    // where the CPU went, µs per delivery: the publishing worker, the 7 others, the 2 primaries
+    // (with the bridge: the bridging processes)
+    publisherUsPerDelivery: publisherUs / deliveries,
+    workersUsPerDelivery: workersUs / deliveries,
+    primariesUsPerDelivery: primariesUs / deliveries,
+    // CPU ms of each process: per host, [primary, [workers by index]]
+    processCpuMs: results.map((r) => [Math.round(r.primaryCpu / 1e3), r.workers.map((w) => Math.round(w.cpu / 1e3))]),
+  }
+}
+
+const METRICS = ['perSecond', 'redisUsPerDelivery', 'allUsPerDelivery']
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+
+function printRound(round, rows) {
+  for (const x of rows) {
+    const parts = [x.publisherUsPerDelivery, x.workersUsPerDelivery, x.primariesUsPerDelivery].map((v) => v.toFixed(2)).join(' / ')
+    console.log(`${round} | ${x.mech} | ${x.load.join(' ')} | ${x.deliveries} (${x.expected}) | ${x.lost} | ${x.redisPublishes} | ${Math.round(x.perSecond)} | ${x.redisUsPerDelivery.toFixed(4)} | ${x.allUsPerDelivery.toFixed(2)} | ${parts}`)
   }
 }
 
 async function main() {
   const n = arg('messages', 100_000)
+  const rounds = arg('rounds', 3)
   const redis = await require('./lib/redis-server').start()
   if (redis.skipped) return console.log(`skipped: ${redis.skipped}`)
+  const { Redis } = require('ioredis')
+  const client = new Redis(`redis://127.0.0.1:${redis.port}`)
   try {
+    if (process.env.BENCH_CPU_PROF) return console.log(await runCase('bridge', redis, client, n)) // profiling the bridge alone
+    console.log(`2 hosts x ${WORKERS} workers, 1 publisher, ${n} messages of 64 bytes, redis-server ${redis.version}, window ${WINDOW}; ${rounds} rounds, the cases alternating`)
+    console.log('round | mechanism | load before | deliveries (of expected) | lost reported | Redis PUBLISHes | deliveries/s | redis-server CPU µs/delivery | all processes CPU µs/delivery | publisher / other workers / primaries µs/delivery')
     const rows = []
-    for (const mech of ['bridge', 'ioredis']) rows.push(await runCase(mech, redis, n))
-    const [b, r] = rows
-    console.log(`2 hosts x ${WORKERS} workers, 1 publisher, ${n} messages of 64 bytes, redis-server ${redis.version}`)
-    console.log('mechanism | deliveries (of expected) | lost reported | deliveries/s | redis-server CPU µs/delivery | all processes CPU µs/delivery')
-    for (const x of rows) {
-      console.log(`${x.mech} | ${x.deliveries} (${x.expected}) | ${x.lost} | ${Math.round(x.perSecond)} | ${x.redisUsPerDelivery.toFixed(3)} | ${x.allUsPerDelivery.toFixed(2)}`)
+    for (let round = 1; round <= rounds; round++) {
+      const pair = []
+      for (const mech of ['bridge', 'ioredis']) pair.push({ round, ...(await runCase(mech, redis, client, n)) })
+      printRound(round, pair)
+      rows.push(...pair)
     }
-    console.log(`bridge / ioredis: ${(b.perSecond / r.perSecond).toFixed(2)}x deliveries/s, ${(b.redisUsPerDelivery / r.redisUsPerDelivery).toFixed(3)}x redis-server CPU per delivery`)
+    // Medians over the rounds, and the ratios bridge / ioredis of the medians.
+    const medians = {}
+    for (const mech of ['bridge', 'ioredis']) {
+      const mine = rows.filter((x) => x.mech === mech)
+      medians[mech] = Object.fromEntries(METRICS.map((m) => [m, median(mine.map((x) => x[m]))]))
+    }
+    const ratios = Object.fromEntries(METRICS.map((m) => [m, medians.bridge[m] / medians.ioredis[m]]))
+    const perRound = rows.filter((x) => x.mech === 'bridge').map((b) => {
+      const r = rows.find((x) => x.mech === 'ioredis' && x.round === b.round)
+      return Object.fromEntries(METRICS.map((m) => [m, b[m] / r[m]]))
+    })
+    for (const mech of ['bridge', 'ioredis']) {
+      const m = medians[mech]
+      console.log(`median ${mech}: ${Math.round(m.perSecond)} deliveries/s, redis-server ${m.redisUsPerDelivery.toFixed(4)} µs/delivery, all processes ${m.allUsPerDelivery.toFixed(2)} µs/delivery`)
+    }
+    const fmt = (r) => `${r.perSecond.toFixed(2)}x deliveries/s, ${r.redisUsPerDelivery.toFixed(3)}x redis-server CPU per delivery, ${r.allUsPerDelivery.toFixed(2)}x all processes' CPU per delivery`
+    console.log(`bridge / ioredis (medians): ${fmt(ratios)}`)
+    for (const [i, r] of perRound.entries()) console.log(`  round ${i + 1}: ${fmt(r)}`)
     const out = path.join(__dirname, 'results', 'bridge.json')
-    fs.writeFileSync(out, JSON.stringify({ when: new Date().toISOString(), messages: n, rows }, null, 2) + '\n')
+    const machine = { node: process.version, cpus: os.cpus().length, redis: redis.version }
+    fs.writeFileSync(out, JSON.stringify({ when: new Date().toISOString(), messages: n, window: WINDOW, rounds, machine, ratios, perRound, medians, rows }, null, 2) + '\n')
   } finally {
+    client.disconnect()
     await redis.stop()
   }
 }
