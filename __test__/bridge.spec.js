@@ -71,6 +71,14 @@ test('every message crosses both ways exactly once, in order per publisher; none
           t.deepEqual(room, Array.from({ length: K }, (_, i) => `room.${tag}|${tag}:${p}:${i}`), `process ${at}: ${tag}:${p}'s room messages, each once, in order`)
           const cache = messages.filter((m) => m.startsWith(`cache.invalidate|${tag}:${p}:`))
           t.deepEqual(cache, Array.from({ length: K / 10 }, (_, i) => `cache.invalidate|${tag}:${p}:c${i * 10}`), `process ${at}: ${tag}:${p}'s invalidations, each once, in order`)
+          // Across topics too: a batch holds one topic, and a message of another topic closes it.
+          const both = messages.filter((m) => m.startsWith(`room.${tag}|${tag}:${p}:`) || m.startsWith(`cache.invalidate|${tag}:${p}:`))
+          const published = []
+          for (let i = 0; i < K; i++) {
+            published.push(`room.${tag}|${tag}:${p}:${i}`)
+            if (i % 10 === 0) published.push(`cache.invalidate|${tag}:${p}:c${i}`)
+          }
+          t.deepEqual(both, published, `process ${at}: ${tag}:${p}'s messages of both topics in the order published`)
         }
       }
       const tag = r === resA ? 'A' : 'B'
