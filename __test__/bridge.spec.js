@@ -223,13 +223,14 @@ test('a full outbound queue drops and reports: what reached Redis and what was r
   t.true(ns.every((x, i) => i === 0 || x > ns[i - 1]), 'in order')
 })
 
-test('a burst published in one turn crosses in few Redis messages, split at 64 KiB, complete and in order', async (t) => {
+test('a burst published in one turn crosses in few Redis messages, split at 64 KiB, complete and in order, strings, bytes and values alike', async (t) => {
   const redis = await startRedis(t)
   const seen = await recordChannel(t, redis.url, 'cluster-shm:room.s')
   const n = 300
   const pad = 1000 // ~300 KB in all: more than one batch of at most 64 KiB
   const big = 100_000 // message n/2 alone is larger than a batch: it travels in one of its own
-  const env = { REDIS_URL: redis.url, BRIDGE_K: String(n), BRIDGE_PAD: String(pad), BRIDGE_BIG: String(big) }
+  const env = { REDIS_URL: redis.url, BRIDGE_K: String(n), BRIDGE_PAD: String(pad), BRIDGE_BIG: String(big), BRIDGE_KINDS: '1' }
+  const kinds = ['bytes:000102ff', 'json:{"a":1,"b":[true,null]}', 'map:[[1,"x"]]'] // published after the strings, in the same turn
   const recv = startCluster('bridge-host.js', ['B', 'receive'], { timeout: 60_000, env, t })
   await recv.waitFor('ready')
   // The receiving bridge's pattern subscription is in place before the burst.
@@ -245,7 +246,7 @@ test('a burst published in one turn crosses in few Redis messages, split at 64 K
     recv.command({ cmd: 'count' })
     const c = await recv.waitFor((m) => m.event === 'count' && recv.events('count').length > counts.length)
     counts.push(c.n)
-    if (c.n >= n || counts.length > 200) break
+    if (c.n >= n + kinds.length || counts.length > 200) break
     await sleep(100)
   }
   recv.command({ cmd: 'stop' })
@@ -255,12 +256,15 @@ test('a burst published in one turn crosses in few Redis messages, split at 64 K
   t.deepEqual(r.events('lost'), [], 'nothing lost or missing in the sequence on the receiver')
   const expected = Array.from({ length: n }, (_, i) => `A:${i}:x*${i === n / 2 ? big : pad}`)
   const got = r.events('got')[0].got
-  t.is(got.length, n, 'every message arrived once')
-  t.true(got.every((d, i) => d === expected[i]), 'complete and in the order published')
+  t.is(got.length, n + kinds.length, 'every message arrived once')
+  t.true(got.slice(0, n).every((d, i) => d === expected[i]), 'complete and in the order published')
+  t.deepEqual(got.slice(n), kinds, 'a Buffer, an object and a Map arrive as what was published')
   // What Redis carried: the same messages, numbered without a gap, in few envelopes of at most 64 KiB.
-  t.deepEqual(seen.map((m) => m.data), expected.map((d) => d.replace(/x\*(\d+)$/, (_, k) => 'x'.repeat(Number(k)))))
+  t.deepEqual(seen.slice(0, n).map((m) => m.data), expected.map((d) => d.replace(/x\*(\d+)$/, (_, k) => 'x'.repeat(Number(k)))))
+  t.is(seen.length, n + kinds.length)
   t.true(seen.every((m, i) => i === 0 || m.seq === seen[i - 1].seq + 1), 'contiguous sequence numbers')
   const envelopes = new Map(seen.map((m) => [m.envelope, m.bytes]))
+  t.is(new Set(seen.slice(n).map((m) => m.envelope)).size, 1, 'messages of three encodings share one batch')
   const bigOne = seen[n / 2]
   t.is(seen.filter((m) => m.envelope === bigOne.envelope).length, 1, 'the message larger than a batch travels alone')
   for (const [e, bytes] of envelopes) if (e !== bigOne.envelope) t.true(bytes <= 64 * 1024, `envelope ${e}: ${bytes} bytes`)
