@@ -6,9 +6,9 @@
 // Both publishers keep at most WINDOW publishes unconfirmed (the ioredis one auto-pipelines).
 // Reports deliveries/s (all 8 subscribers together) and CPU per delivery: of redis-server (its
 // own getrusage, from INFO cpu), and of every process (both primaries, 8 workers, redis-server),
-// and the load average before each case; the ratios bridge / ioredis of the medians and of each round.
+// and the load average before each case; the ratios bridge / ioredis of each round and their medians.
 //   node bench/bridge.js [--messages=N] [--rounds=R]   (needs redis-server on the PATH and ioredis)
-// R rounds (default 3), the two cases alternating; medians, and the ratios of the medians.
+// R rounds (default 3), the two cases alternating; the ratios of each round and their medians.
 // BENCH_CPU_PROF=<dir>: runs the bridge case alone, every process writing a V8 CPU profile there
 // (--cpu-prof), and prints its figures (results/bridge.json is left alone).
 
@@ -258,23 +258,24 @@ async function main() {
       printRound(round, pair)
       rows.push(...pair)
     }
-    // Medians over the rounds, and the ratios bridge / ioredis of the medians.
+    // The ratios bridge / ioredis of each round (its two cases ran back to back, under about the
+    // same load), and their medians; the medians of each case's own figures for reference.
     const medians = {}
     for (const mech of ['bridge', 'ioredis']) {
       const mine = rows.filter((x) => x.mech === mech)
       medians[mech] = Object.fromEntries(METRICS.map((m) => [m, median(mine.map((x) => x[m]))]))
     }
-    const ratios = Object.fromEntries(METRICS.map((m) => [m, medians.bridge[m] / medians.ioredis[m]]))
     const perRound = rows.filter((x) => x.mech === 'bridge').map((b) => {
       const r = rows.find((x) => x.mech === 'ioredis' && x.round === b.round)
       return Object.fromEntries(METRICS.map((m) => [m, b[m] / r[m]]))
     })
+    const ratios = Object.fromEntries(METRICS.map((m) => [m, median(perRound.map((r) => r[m]))]))
     for (const mech of ['bridge', 'ioredis']) {
       const m = medians[mech]
       console.log(`median ${mech}: ${Math.round(m.perSecond)} deliveries/s, redis-server ${m.redisUsPerDelivery.toFixed(4)} µs/delivery, all processes ${m.allUsPerDelivery.toFixed(2)} µs/delivery`)
     }
     const fmt = (r) => `${r.perSecond.toFixed(2)}x deliveries/s, ${r.redisUsPerDelivery.toFixed(3)}x redis-server CPU per delivery, ${r.allUsPerDelivery.toFixed(2)}x all processes' CPU per delivery`
-    console.log(`bridge / ioredis (medians): ${fmt(ratios)}`)
+    console.log(`bridge / ioredis (median of the rounds' ratios): ${fmt(ratios)}`)
     for (const [i, r] of perRound.entries()) console.log(`  round ${i + 1}: ${fmt(r)}`)
     const out = path.join(__dirname, 'results', 'bridge.json')
     const machine = { node: process.version, cpus: os.cpus().length, redis: redis.version }
