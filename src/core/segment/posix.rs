@@ -246,7 +246,3 @@ pub fn remove_stale() -> usize {
     0
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn primary_alive(_name: &str) -> Option<bool> {
-    None
-}
