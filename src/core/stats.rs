@@ -328,6 +328,59 @@ mod tests {
     }
 
     #[test]
+    fn writers_and_readers_count_messages_bytes_full_lost_and_corrupt() {
+        use crate::core::inbox::{Batch, Budget, RingReader};
+        use crate::core::layout::RingHeader;
+        use crate::core::ring::Outgoing;
+        let shared = Shared::create(1, 4096).unwrap();
+        let geo = shared.geometry();
+        let r = shared.ring(0, 1);
+        let max = geo.max_frame_payload();
+        let mut reader = RingReader::new(0);
+        let drain = |reader: &mut RingReader| {
+            let mut batch = Batch::default();
+            reader.drain(0, &r, &mut batch, Budget::BATCH);
+            r.commit(reader.cursor());
+        };
+        // A message of 5 frames in a ring that takes 4: 4 frames published, then no room.
+        let mut partial = Outgoing::default();
+        assert!(!r
+            .write_message(kind::BYTES, &[1; 5000], &mut partial, max, false)
+            .unwrap());
+        assert!(!r
+            .write_message(kind::BYTES, &[1; 5000], &mut partial, max, false)
+            .unwrap());
+        let c = r.counters();
+        assert_eq!(
+            (c.written, c.written_bytes, c.full, c.fill),
+            (0, 4 * max as u64, 1, 4096)
+        );
+        drain(&mut reader);
+        // Its sender "died": the next message starts afresh, so the first is lost.
+        assert!(r
+            .write_message(kind::BYTES, &[2; 30], &mut Outgoing::default(), max, true)
+            .unwrap());
+        assert_eq!(
+            r.write_single_frames([(kind::BYTES, &[3u8; 7][..]); 2].into_iter(), max)
+                .unwrap(),
+            2
+        );
+        drain(&mut reader);
+        let c = r.counters();
+        assert_eq!((c.written, c.written_bytes), (3, 4 * max as u64 + 44));
+        assert_eq!((c.read, c.read_bytes, c.lost, c.corrupt, c.fill), (3, 44, 1, 0, 0));
+        // A tail moved out of range: the reader resets the ring and counts it once.
+        // SAFETY: the ring's header lies inside the live mapping (validated geometry, index in
+        // range) and holds atomics only.
+        let hdr =
+            unsafe { &*(shared.base().add(geo.ring_headers_offset()) as *const RingHeader).add(geo.ring_index(0, 1)) };
+        hdr.writer.tail.store(1 << 40, Ordering::SeqCst);
+        drain(&mut reader);
+        assert_eq!((r.counters().corrupt, r.counters().read), (1, 3));
+        shared.unlink();
+    }
+
+    #[test]
     fn a_corrupt_header_is_refused_with_a_reason() {
         let shared = Shared::create(1, 4096).unwrap();
         shared.header().magic.store(0, Ordering::SeqCst);
