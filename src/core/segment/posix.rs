@@ -245,4 +245,3 @@ pub fn list() -> Vec<(String, u64, i64)> {
 pub fn remove_stale() -> usize {
     0
 }
-
