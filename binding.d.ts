@@ -160,17 +160,113 @@ export declare class NativeSemaphore {
 /** Attaches to an existing segment as a worker: at `index` (>= 0) or the lowest free one (-1). */
 export declare function attachCluster(name: string, index: number): NativeBus
 
+/** The cluster of `bus` as it stands. */
+export declare function busStats(bus: NativeBus): NativeSnapshot
+
+/** Removes this user's stale segments and nothing else; returns their names. */
+export declare function cleanSegments(): Array<string>
+
 /** Removes application `app`'s segment if no live process is a member; true when none is left. */
 export declare function cleanupJoined(app: string): boolean
 
 /** Creates this cluster's segment (`workers` + the primary) and attaches the primary. */
 export declare function createCluster(workers: number, ringSize: number, heapSize: number): NativeBus
 
+/** The segment `name` (`/cshm_…`) opened read-only and validated as members validate it. */
+export declare function inspectSegment(name: string): NativeSnapshot
+
 /**
  * Joins application `app`'s segment (created by the first joiner): at `index` (>= 0) or the
  * lowest free one (-1), waiting at most `timeoutMs` for a creator, a leaver or the index.
  */
 export declare function joinCluster(app: string, workers: number, ringSize: number, heapSize: number, index: number, timeoutMs: number): NativeBus
+
+/** This user's segments (Linux; empty elsewhere). */
+export declare function listSegments(): Array<NativeSegmentInfo>
+
+export interface NativeCounters {
+  fill: number
+  written: number
+  writtenBytes: number
+  full: number
+  read: number
+  readBytes: number
+  lost: number
+  corrupt: number
+}
+
+export interface NativeHolder {
+  index: number
+  pid: number
+}
+
+export interface NativeMapStats {
+  name: string
+  size: number
+  capacity: number
+}
+
+export interface NativeProcessStats {
+  index: number
+  attached: boolean
+  pid: number
+  generation: number
+  handlesRequests: boolean
+  totals: NativeCounters
+}
+
+export interface NativeRegionStats {
+  name: string
+  size: number
+}
+
+export interface NativeRingStats {
+  from: number
+  to: number
+  counters: NativeCounters
+}
+
+export interface NativeSegmentInfo {
+  name: string
+  size: number
+  /** Seconds since the epoch. */
+  modified: number
+  joined: boolean
+  primaryPid: number
+  members: number
+  stale: boolean
+  error?: string
+}
+
+export interface NativeSemaphoreStats {
+  name: string
+  permits: number
+  available: number
+  holders: Array<NativeHolder>
+}
+
+export interface NativeSnapshot {
+  name: string
+  size: number
+  ringSize: number
+  endpoints: number
+  primaryPid: number
+  joined: boolean
+  closed: number
+  heapSize: number
+  heapUsed: number
+  processes: Array<NativeProcessStats>
+  rings: Array<NativeRingStats>
+  semaphores: Array<NativeSemaphoreStats>
+  maps: Array<NativeMapStats>
+  regions: Array<NativeRegionStats>
+  topics: Array<NativeTopicStats>
+}
+
+export interface NativeTopicStats {
+  name: string
+  subscribers: Array<number>
+}
 
 /** Frees the indices and permits of `bus`'s members that died; returns the freed indices. */
 export declare function reapDead(bus: NativeBus): Array<number>

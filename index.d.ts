@@ -147,6 +147,105 @@ export interface Bridge extends EventEmitter {
   on(event: 'error', listener: (err: Error) => void): this
 }
 
+/** What readers and writers count in the segment, per ring (and summed per process). */
+export interface Counters {
+  /** Whole messages published, and their payload bytes. */
+  written: number
+  writtenBytes: number
+  /** Writes that found the ring without room (backpressure). */
+  full: number
+  /** Messages taken out by the reader, and their payload bytes. */
+  read: number
+  readBytes: number
+  /** Messages reported lost, and corruption resets, by the reader. */
+  lost: number
+  corrupt: number
+}
+
+/** One ring (`from` → `to`); `fill` is ring bytes published and not yet released. */
+export interface RingStats extends Counters {
+  from: Address
+  to: Address
+  fill: number
+}
+
+/**
+ * One index of the cluster and its holder; its counters are sums over the rings it writes
+ * (written, full) and reads (read, lost, corrupt).
+ */
+export interface ProcessStats extends Counters {
+  address: Address
+  attached: boolean
+  /** The holder's pid (0 while free). */
+  pid: number
+  /** Times the index was taken (restarts + 1). */
+  generation: number
+  handlesRequests: boolean
+  /** Ring bytes waiting for it in all its incoming rings. */
+  unread: number
+}
+
+export interface HolderStats {
+  address: Address
+  pid: number
+}
+
+/** The cluster as `cluster-shm inspect --json` shows it (and the common part of bus.stats()). */
+export interface ClusterStats {
+  name: string
+  size: number
+  ringSize: number
+  workers: number
+  /** 0 in a segment made by join(). */
+  primaryPid: number
+  joined: boolean
+  closed: false | 'closed' | 'primary-died'
+  processes: ProcessStats[]
+  rings: RingStats[]
+  semaphores: { name: string; permits: number; available: number; holders: HolderStats[] }[]
+  /** Semaphores of one permit (bus.lock()). */
+  locks: { name: string; holder: HolderStats | null }[]
+  maps: { name: string; size: number; capacity: number }[]
+  regions: { name: string; size: number }[]
+  heap: { size: number; used: number }
+  topics: { name: string; subscribers: number; addresses: Address[] }[]
+}
+
+export interface PeerRingStats {
+  /** Fraction of the ring in use (0..1), and the same in bytes. */
+  fill: number
+  bytes: number
+  written: number
+  writtenBytes: number
+  read: number
+  readBytes: number
+}
+
+export interface BusStats extends ClusterStats {
+  self: {
+    address: Address
+    pid: number
+    generation: number
+    delivery: 'event-loop' | 'thread' | null
+    /** send()s waiting for room, and their payload bytes. */
+    queued: number
+    queuedBytes: number
+    /** write()s staged for the end of this microtask checkpoint, and their payload bytes. */
+    stagedMessages: number
+    stagedBytes: number
+  }
+  peers: {
+    address: Address
+    attached: boolean
+    pid: number
+    generation: number
+    /** The ring this process writes to it. */
+    to: PeerRingStats & { full: number }
+    /** The ring it writes to this process. */
+    from: PeerRingStats & { lost: number; corrupt: number }
+  }[]
+}
+
 export interface Subscription {
   unsubscribe(): void
 }
@@ -258,6 +357,8 @@ export declare class Bus extends EventEmitter {
   map(name: string, options?: MapOptions): SharedMap
   /** Bridges `topics` to the other hosts over Redis; every process may call it, one bridges at a time. */
   bridge(options: BridgeOptions): Bridge
+  /** What is inside the cluster now: this process, its peers, every process and ring, the named objects. */
+  stats(): BusStats
 
   on(event: 'message', listener: (message: Message) => void): this
   on(event: 'attach' | 'detach', listener: (index: Address) => void): this

@@ -29,6 +29,8 @@ const { Topics } = require('./topics.js')
 const { Requests } = require('./requests.js')
 const { NamedObjects } = require('./objects.js')
 const { closeAtExit } = require('./process.js')
+const { busStats } = require('./stats.js')
+const native = require('../binding.js')
 
 class Bus extends EventEmitter {
   #state
@@ -230,6 +232,19 @@ class Bus extends EventEmitter {
   /** The named shared map (created on first use). */
   map(name, options) {
     return this.#objects.map(name, options)
+  }
+
+  /**
+   * What is inside the cluster now, as a plain object: this process (`self`), every other index
+   * (`peers`: attached, pid, generation, the rings to and from it), every process's counters,
+   * every ring, and the named objects (README, "Operating it").
+   */
+  stats() {
+    const state = this.#state
+    if (state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    const staged = this.#outgoing.staged()
+    const local = { delivery: this.delivery, queued: this.queued, queuedBytes: this.queuedBytes, stagedMessages: staged.messages, stagedBytes: staged.bytes }
+    return busStats(state.native, native.busStats(state.native), local)
   }
 
   /** Bridges `topics` to other hosts over Redis (lib/bridge.js); returns the Bridge handle. */

@@ -108,6 +108,14 @@ class Outgoing {
     return true
   }
 
+  /** Messages staged now and their payload bytes (for Bus#stats). */
+  staged() {
+    let messages = 0
+    let bytes = 0
+    for (const st of this.#staged) if (st !== undefined) (messages += st.count), (bytes += st.used - 8 * st.count)
+    return { messages, bytes }
+  }
+
   /** Bus#flush: writes every target's staged messages into the rings now. */
   flush() {
     for (const t of this.#dirty) this.#flush(t)

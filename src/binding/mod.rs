@@ -11,7 +11,9 @@
 //! - `delivery.rs`: pushed delivery (`start`/`stop`): the delivery thread with its
 //!   ThreadsafeFunction, or else
 //! - `event_loop.rs` (Linux): delivery on the JS thread's event loop;
-//! - `semaphore.rs`, `region.rs`, `map.rs`: `NativeSemaphore`, `NativeRegion`, `NativeMap`.
+//! - `semaphore.rs`, `region.rs`, `map.rs`: `NativeSemaphore`, `NativeRegion`, `NativeMap`;
+//! - `stats.rs`: `busStats`, and for the `cluster-shm` command `inspectSegment`,
+//!   `listSegments`, `cleanSegments`.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -24,6 +26,7 @@ mod join;
 mod map;
 mod region;
 mod semaphore;
+mod stats;
 
 /// Locks `m`; a lock poisoned by a panic elsewhere is used anyway.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -19,7 +19,9 @@
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use super::layout::{Bell, EndpointSlot, Geometry, GeometryError, RingHeader, SegmentHeader, LAYOUT_VERSION, MAGIC};
+use super::layout::{
+    Bell, EndpointSlot, Geometry, GeometryError, RingHeader, SegmentHeader, LAYOUT_VERSION, MAGIC, MAGIC_PREFIX,
+};
 use super::loop_bell::{self, bell_state};
 use super::platform::{self, ProcessId};
 use super::ring::Ring;
@@ -135,6 +137,12 @@ impl Shared {
         Self::validate(Segment::open(name).map_err(AttachError::Segment)?)
     }
 
+    /// Opens and validates an existing segment mapped read-only, for observers (`stats`): only
+    /// loads may be made through it; anything that stores (attach, commit, sweep, ...) faults.
+    pub fn open_read_only(name: &str) -> Result<Arc<Shared>, AttachError> {
+        Self::validate(Segment::open_read_only(name).map_err(AttachError::Segment)?)
+    }
+
     /// Validates the header of the opened segment `seg`.
     pub(super) fn validate(seg: Segment) -> Result<Arc<Shared>, AttachError> {
         if seg.len() < std::mem::size_of::<SegmentHeader>() {
@@ -153,10 +161,10 @@ impl Shared {
                 std::ptr::read_volatile(std::ptr::addr_of!((*hdr).heap_size)),
             )
         };
-        if magic != MAGIC {
+        if magic.to_le_bytes()[..6] != MAGIC_PREFIX {
             return Err(AttachError::BadHeader("magic"));
         }
-        if version != LAYOUT_VERSION {
+        if magic != MAGIC || version != LAYOUT_VERSION {
             return Err(AttachError::BadHeader("layout version"));
         }
         let geo = Geometry::with_heap(endpoints, cap, heap).map_err(|_| AttachError::BadHeader("geometry"))?;

@@ -210,6 +210,7 @@ impl Inbox {
                     reader.lost_seq = Some(a.seq);
                     reader.assembling = None;
                     batch.push_event(from, event::LOST, Some(1));
+                    ring.count_read(0, 0, 1, 0);
                 }
             }
             let after = reader.cursor;
@@ -219,6 +220,40 @@ impl Inbox {
             if batch.records >= budget.max_records || batch.held() >= budget.max_bytes {
                 break;
             }
+        }
+    }
+}
+
+/// What one drain of a ring took out, added to the ring's reader counters once, when the drain
+/// returns (whichever way): one store per drained ring and batch, none per message.
+struct Tally<'a> {
+    ring: &'a Ring,
+    messages: u64,
+    bytes: u64,
+    lost: u64,
+    corrupt: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(ring: &'a Ring) -> Self {
+        Tally {
+            ring,
+            messages: 0,
+            bytes: 0,
+            lost: 0,
+            corrupt: 0,
+        }
+    }
+    fn message(&mut self, len: u32) {
+        self.messages += 1;
+        self.bytes += u64::from(len);
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if self.messages | self.lost | self.corrupt != 0 {
+            self.ring.count_read(self.messages, self.bytes, self.lost, self.corrupt);
         }
     }
 }
@@ -244,6 +279,7 @@ impl RingReader {
     /// inconsistent shared state. Never panics and never follows an unchecked length.
     pub fn drain(&mut self, from: u32, ring: &Ring, batch: &mut Batch, budget: Budget) {
         let st = self;
+        let mut tally = Tally::new(ring);
         loop {
             if batch.records >= budget.max_records || batch.held() >= budget.max_bytes {
                 return;
@@ -262,6 +298,7 @@ impl RingReader {
                     st.cursor = ring.head();
                     st.assembling = None;
                     batch.push_event(from, event::CORRUPT, dropped);
+                    tally.corrupt += 1;
                     return;
                 }
             };
@@ -273,11 +310,13 @@ impl RingReader {
                 if let Some(a) = st.assembling.take() {
                     // The sender started a new message: the one being reassembled will never end.
                     batch.push_event(from, event::LOST, Some(1));
+                    tally.lost += 1;
                     st.lost_seq = Some(a.seq);
                 }
                 if last {
                     batch.push_header(from, h.kind, h.len as usize);
                     ring.copy_payload(&frame, &mut batch.bytes);
+                    tally.message(h.len);
                 } else {
                     // msg_len is untrusted: reserve at most 64 MiB up front, grow past that as chunks come.
                     let mut buf = Vec::with_capacity((h.msg_len as usize).min(64 << 20));
@@ -300,6 +339,7 @@ impl RingReader {
                 // A chunk of a message whose beginning this reader never saw.
                 if st.assembling.take().is_some() || st.lost_seq != Some(h.seq) {
                     batch.push_event(from, event::LOST, Some(1));
+                    tally.lost += 1;
                 }
                 st.lost_seq = Some(h.seq);
                 continue;
@@ -308,6 +348,7 @@ impl RingReader {
             if a.buf.len() + h.len as usize > a.msg_len as usize {
                 st.assembling = None;
                 batch.push_event(from, event::LOST, Some(1));
+                tally.lost += 1;
                 st.lost_seq = Some(h.seq);
                 continue;
             }
@@ -316,8 +357,10 @@ impl RingReader {
                 let a = st.assembling.take().expect("checked above");
                 if a.buf.len() != a.msg_len as usize {
                     batch.push_event(from, event::LOST, Some(1));
+                    tally.lost += 1;
                     continue;
                 }
+                tally.message(a.msg_len);
                 batch.push_large(from, a.kind, a.buf);
             }
         }

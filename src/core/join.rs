@@ -437,7 +437,12 @@ pub fn reap_dead(shared: &Arc<Shared>) -> Vec<u32> {
 /// Removes application `app`'s segment if no live process is a member of it (its members were
 /// killed) or its creator died halfway. Returns true when no segment of that name is left.
 pub fn cleanup(app: &str) -> bool {
-    let name = segment_name(app);
+    cleanup_segment(&segment_name(app))
+}
+
+/// [`cleanup`] of the joined segment named `name` (`/cshm_j…`).
+pub fn cleanup_segment(name: &str) -> bool {
+    let name = name.to_owned();
     let Ok(seg) = Segment::open(&name) else {
         return Segment::open(&name).is_err();
     };
@@ -454,6 +459,15 @@ pub fn cleanup(app: &str) -> bool {
         }
     }
     matches!(Segment::open(&name), Err(OpenError::NotFound))
+}
+
+/// Whether the joined segment `shared` is left behind: no live process holds an index, and its
+/// state word names no live process either (one creating or closing it). Loads only.
+pub fn abandoned(shared: &Shared) -> bool {
+    let h = shared.header();
+    let w = h.join_state.load(Ordering::Acquire);
+    let owner_busy = state(w) != LIVE && w as u32 != 0 && owner_alive(h, w);
+    !any_live_member(shared) && !owner_busy
 }
 
 /// The nonce of a joined segment: tells it from earlier and later segments of its name.

@@ -22,8 +22,9 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `b"CLSHM\0"` + layout version in the last two bytes.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x02\x00");
-pub const LAYOUT_VERSION: u32 = 2;
+pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x03\x00");
+/// 3: the rings' counters ([`WriterLine`], [`ReaderLine`]).
+pub const LAYOUT_VERSION: u32 = 3;
 pub const LINE: usize = 128;
 pub const PAGE: usize = 4096;
 pub const MIN_RING: u32 = 4096;
@@ -115,6 +116,12 @@ pub struct WriterLine {
     pub next_seq: AtomicU32,
     /// 1 while the writer waits for space; the reader swaps it to 0 and rings the writer's space bell.
     pub writer_waiting: AtomicU32,
+    /// Counters for `stats()`, written by the writer alone, once per published batch (plain
+    /// load + store on this line, which the `tail` store dirties anyway): whole messages
+    /// published, their payload bytes, and the times a write found the ring without room.
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub full: AtomicU64,
 }
 
 /// The reader's line of a ring.
@@ -122,6 +129,14 @@ pub struct WriterLine {
 pub struct ReaderLine {
     /// Bytes ever consumed (monotonic); stored by the reader after the frames were delivered.
     pub head: AtomicU64,
+    /// Counters for `stats()`, written by the reader alone, once per drain of this ring: whole
+    /// messages taken out and their payload bytes (a batch taken by a reader killed before it
+    /// committed is taken and counted again by its successor), messages reported lost, and
+    /// corruption resets.
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub lost: AtomicU64,
+    pub corrupt: AtomicU64,
 }
 
 #[repr(C)]

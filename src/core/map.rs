@@ -117,6 +117,16 @@ fn fnv1a(key: &[u8]) -> u64 {
     })
 }
 
+/// Keys held by the map in `mem` as last counted (read without its lock: loads only, for
+/// observers; a writer that died mid-operation may leave it one off until the next repair).
+pub fn count_of(mem: &ObjectMemory) -> u32 {
+    if mem.size < HEADER {
+        return 0;
+    }
+    // SAFETY: the object holds at least the header (checked above), 128-aligned; atomics only.
+    unsafe { &*(mem.ptr as *const MapHeader) }.count.load(Ordering::Acquire)
+}
+
 impl SharedMap {
     pub fn open(
         ep: &Endpoint,

@@ -31,7 +31,8 @@
 //! endpoint), [`objects`] (named objects in the shared heap: regions, and the holder words and
 //! robust locks of [`semaphore`], [`map`] and [`topics`]), and [`reclaim`] (what the objects
 //! lose when an index changes hands or a process dies: `Endpoint::attach` / `detach`,
-//! `Shared::release_pid` / `process_exited`).
+//! `Shared::release_pid` / `process_exited`), and [`stats`] (what an observer reads: rings'
+//! counters, holders, objects; the list of this user's segments).
 
 pub mod endpoint;
 #[doc(hidden)]
@@ -48,6 +49,7 @@ pub mod reclaim;
 pub mod ring;
 pub mod segment;
 pub mod semaphore;
+pub mod stats;
 pub mod topics;
 
 pub use endpoint::{Attach, AttachError, Endpoint, InitError, Shared};

@@ -377,6 +377,39 @@ pub fn for_each(shared: &Arc<Shared>, kind: Kind, mut f: impl FnMut(ObjectMemory
     }
 }
 
+/// Every named object: its kind, name and memory (loads only: works on a read-only mapping).
+/// Entries of an unknown kind or outside the heap are left out.
+pub fn entries(shared: &Arc<Shared>) -> Vec<(Kind, String, ObjectMemory)> {
+    let heap = shared.geometry().heap_size;
+    let kinds = [Kind::Semaphore, Kind::Region, Kind::Map, Kind::Topics];
+    (0..MAX_OBJECTS)
+        .filter_map(|i| {
+            let (state, k, name, params, offset, size) = read_entry(entry(shared, i));
+            let kind = kinds.into_iter().find(|x| *x as u32 == k)?;
+            if state != READY || offset.checked_add(size).is_none_or(|end| end > heap) {
+                return None;
+            }
+            // SAFETY: offset + size <= heap_size (checked above) inside the validated mapping.
+            let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
+            let mem = ObjectMemory {
+                shared: shared.clone(),
+                ptr,
+                size: size as usize,
+                params,
+            };
+            Some((kind, String::from_utf8_lossy(&name).into_owned(), mem))
+        })
+        .collect()
+}
+
+/// Bytes of the heap handed out to objects.
+pub fn heap_used(shared: &Shared) -> u64 {
+    table(shared)
+        .heap_used
+        .load(Ordering::Acquire)
+        .min(shared.geometry().heap_size)
+}
+
 /// A named range of raw shared bytes. Reads and writes are bounds-checked copies; they are not
 /// atomic with respect to each other (guard multi-byte updates with a semaphore).
 pub struct Region {

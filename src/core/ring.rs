@@ -16,7 +16,7 @@
 //! an out-of-bounds access.
 
 use std::ptr;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use super::layout::{flags, frame_size, kind, FrameHeader, RingHeader, FRAME_ALIGN, FRAME_HEADER};
 
@@ -48,6 +48,32 @@ pub struct Ring {
 unsafe impl Send for Ring {}
 // SAFETY: see Send.
 unsafe impl Sync for Ring {}
+
+/// A ring's fill and counters, copied out by [`Ring::counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingCounters {
+    /// Bytes published and not yet released by the reader (frame headers and padding included).
+    pub fill: u64,
+    /// Whole messages published, and their payload bytes.
+    pub written: u64,
+    pub written_bytes: u64,
+    /// Writes that found no room.
+    pub full: u64,
+    /// Messages taken out by readers, and their payload bytes.
+    pub read: u64,
+    pub read_bytes: u64,
+    /// Messages reported lost, and corruption resets, by readers.
+    pub lost: u64,
+    pub corrupt: u64,
+}
+
+/// Adds to a counter that only one process writes: a plain load and store (no locked
+/// instruction), on a line the caller writes anyway.
+fn bump(c: &AtomicU64, by: u64) {
+    if by != 0 {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+}
 
 /// A frame found by [`Ring::next_frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +160,14 @@ impl Ring {
         let msg_len = u32::try_from(total).map_err(|_| RingError::Corrupt("message longer than u32"))?;
         let (mut tail, head) = self.writer_cursors()?;
         let remaining = total - out.written;
+        let before = out.written;
         if all_or_nothing {
             let full = remaining / max_frame;
             let rest = remaining % max_frame;
             let sizes = std::iter::repeat_n(frame_size(max_frame), full)
                 .chain((rest > 0 || remaining == 0).then(|| frame_size(rest)));
             if self.plan(tail, sizes).wrapping_sub(head) > self.cap {
+                bump(&self.hdr().writer.full, 1);
                 return Ok(false);
             }
         }
@@ -192,7 +220,11 @@ impl Ring {
             if first {
                 h.writer.next_seq.store(out.seq.wrapping_add(1), Ordering::Relaxed);
             }
+            bump(&h.writer.bytes, (out.written - before) as u64);
+            bump(&h.writer.messages, u64::from(out.written == total));
             h.writer.tail.store(tail, Ordering::Release);
+        } else {
+            bump(&h.writer.full, 1);
         }
         Ok(out.written == total && wrote_any)
     }
@@ -210,6 +242,7 @@ impl Ring {
         let h = self.hdr();
         let mut seq = h.writer.next_seq.load(Ordering::Relaxed);
         let mut written = 0;
+        let mut bytes = 0;
         for (kind_, payload) in messages {
             let len = payload.len();
             if len > max_frame {
@@ -217,6 +250,7 @@ impl Ring {
             }
             let size = frame_size(len);
             if self.plan(tail, std::iter::once(size)).wrapping_sub(head) > self.cap {
+                bump(&h.writer.full, 1);
                 break;
             }
             tail = self.skip_to_fit(tail, size);
@@ -238,8 +272,11 @@ impl Ring {
             tail = tail.wrapping_add(size);
             seq = seq.wrapping_add(1);
             written += 1;
+            bytes += len as u64;
         }
         if written > 0 {
+            bump(&h.writer.messages, written as u64);
+            bump(&h.writer.bytes, bytes);
             h.writer.next_seq.store(seq, Ordering::Relaxed);
             h.writer.tail.store(tail, Ordering::Release);
         }
@@ -389,6 +426,35 @@ impl Ring {
         h.reader.head.fetch_max(pos, Ordering::AcqRel);
         fence(Ordering::SeqCst);
         h.writer.writer_waiting.load(Ordering::Relaxed) != 0 && h.writer.writer_waiting.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Adds to the reader's counters (see `ReaderLine`); the reader alone calls it.
+    pub fn count_read(&self, messages: u64, bytes: u64, lost: u64, corrupt: u64) {
+        let r = &self.hdr().reader;
+        bump(&r.messages, messages);
+        bump(&r.bytes, bytes);
+        bump(&r.lost, lost);
+        bump(&r.corrupt, corrupt);
+    }
+
+    /// The ring's cursors and counters as they stand (loads only: works on a read-only mapping).
+    pub fn counters(&self) -> RingCounters {
+        let h = self.hdr();
+        let (tail, head) = (
+            h.writer.tail.load(Ordering::Acquire),
+            h.reader.head.load(Ordering::Acquire),
+        );
+        RingCounters {
+            // Clamped: a hostile peer can put anything in the cursors.
+            fill: tail.wrapping_sub(head).min(self.cap),
+            written: h.writer.messages.load(Ordering::Relaxed),
+            written_bytes: h.writer.bytes.load(Ordering::Relaxed),
+            full: h.writer.full.load(Ordering::Relaxed),
+            read: h.reader.messages.load(Ordering::Relaxed),
+            read_bytes: h.reader.bytes.load(Ordering::Relaxed),
+            lost: h.reader.lost.load(Ordering::Relaxed),
+            corrupt: h.reader.corrupt.load(Ordering::Relaxed),
+        }
     }
 
     /// Drops everything unread (after corruption): `head` jumps to the published `tail`, exactly,

@@ -206,6 +206,18 @@ impl Semaphore {
     }
 }
 
+/// The holder word of every permit slot of the semaphore in `mem` (0 or [`RECOVERED`]: free).
+/// Loads only (works on a read-only mapping); an entry too small for its permits gives none.
+pub fn slots_of(mem: &ObjectMemory) -> Vec<u64> {
+    let permits = mem.params[0].min(MAX_PERMITS as u64) as usize;
+    if mem.size < HEADER + permits * 8 {
+        return vec![];
+    }
+    // SAFETY: the slots lie inside the object (checked above), 8-aligned after the 128-aligned header.
+    let slots = unsafe { std::slice::from_raw_parts(mem.ptr.add(HEADER) as *const AtomicU64, permits) };
+    slots.iter().map(|s| s.load(Ordering::Acquire)).collect()
+}
+
 /// Takes back, in every semaphore of the cluster, the permits held by `pid` (the primary calls
 /// this when cluster reports that a worker exited). Returns how many.
 pub fn release_pid(shared: &Arc<super::endpoint::Shared>, pid: u32) -> u32 {

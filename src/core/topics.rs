@@ -260,6 +260,30 @@ impl Topics {
     }
 }
 
+/// Every topic name of the table in `mem` with its subscribed endpoints, ascending (loads only,
+/// for observers). A table too small for its entries gives none.
+pub fn list(mem: &ObjectMemory) -> Vec<(String, Vec<u32>)> {
+    if mem.size < HEADER + SLOTS * ENTRY {
+        return vec![];
+    }
+    let t = Topics {
+        mem: mem.clone(),
+        me: 0,
+    };
+    let mut out: Vec<_> = (0..SLOTS)
+        .map(|i| t.entry(i))
+        .filter(|e| e.state.load(Ordering::Acquire) == READY)
+        .map(|e| {
+            let subs = (0..MAX_ENDPOINTS)
+                .filter(|&i| e.subscribers[i as usize / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+                .collect();
+            (String::from_utf8_lossy(&t.name_of(e)).into_owned(), subs)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Drops the subscriptions of `indices` if the cluster uses topics at all.
 pub fn clear_indices(shared: &std::sync::Arc<Shared>, indices: &[u32]) {
     if indices.is_empty() {

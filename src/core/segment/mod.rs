@@ -131,6 +131,12 @@ impl Segment {
         os::open(name)
     }
 
+    /// Opens an existing segment read-only, with the checks of [`Segment::open`]. Writing
+    /// through the mapping faults (Windows: opened read-write; see `windows.rs`).
+    pub fn open_read_only(name: &str) -> Result<Segment, OpenError> {
+        os::open_read_only(name)
+    }
+
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr
     }
@@ -149,6 +155,19 @@ impl Segment {
 /// closes this process's handles of the name, which disappears with the last handle.)
 pub fn unlink(name: &str) {
     os::unlink(name)
+}
+
+/// This user's segments: `(name, size, modification time in seconds since the epoch)`, by
+/// name. Linux only (macOS cannot list its shared-memory names; Windows sections have no list).
+pub fn list() -> Vec<(String, u64, i64)> {
+    os::list()
+}
+
+/// Whether the primary that created the segment `name` lives (`None`: not a primary's segment
+/// name, another user's, or a system where segments cannot go stale). Judged as
+/// [`remove_stale`] judges.
+pub fn primary_alive(name: &str) -> Option<bool> {
+    os::primary_alive(name)
 }
 
 /// Unlinks the segments left by primaries that died without cleaning up (SIGKILL, power loss of

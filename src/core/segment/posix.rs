@@ -62,15 +62,26 @@ pub fn create(name: &str, len: usize) -> Result<Segment, CreateError> {
             return fail(CreateError::NoSpace);
         }
     }
-    map(fd, len, name).or_else(|e| fail(CreateError::Os(e)))
+    map(fd, len, name, true).or_else(|e| fail(CreateError::Os(e)))
 }
 
 /// Opens an existing segment read-write. Refused unless it belongs to the effective user and
 /// is not accessible to group or others.
 pub fn open(name: &str) -> Result<Segment, OpenError> {
+    open_as(name, true)
+}
+
+/// Opens an existing segment read-only (`PROT_READ`: a store into it would fault, so an
+/// observer cannot change the cluster), with the same owner and mode checks as [`open`].
+pub fn open_read_only(name: &str) -> Result<Segment, OpenError> {
+    open_as(name, false)
+}
+
+fn open_as(name: &str, write: bool) -> Result<Segment, OpenError> {
     let c = c_name(name).ok_or(OpenError::InvalidName)?;
+    let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
     // SAFETY: `c` is a valid NUL-terminated string.
-    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR, 0) };
+    let fd = unsafe { libc::shm_open(c.as_ptr(), flags, 0) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
@@ -102,23 +113,19 @@ pub fn open(name: &str) -> Result<Segment, OpenError> {
         close();
         return Err(OpenError::TooSmall);
     }
-    map(fd, len, name).map_err(OpenError::Os)
+    map(fd, len, name, write).map_err(OpenError::Os)
 }
 
-/// Maps `len` bytes of `fd` shared read-write as the segment `name`, then closes `fd` (the
-/// mapping keeps the object).
-fn map(fd: libc::c_int, len: usize, name: &str) -> io::Result<Segment> {
-    // SAFETY: a fresh shared mapping of an fd we own; the kernel picks the address.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
+/// Maps `len` bytes of `fd` shared (read-write, or read-only) as the segment `name`, then closes
+/// `fd` (the mapping keeps the object).
+fn map(fd: libc::c_int, len: usize, name: &str, write: bool) -> io::Result<Segment> {
+    let prot = if write {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
     };
+    // SAFETY: a fresh shared mapping of an fd we own; the kernel picks the address.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
     let e = io::Error::last_os_error();
     // SAFETY: fd is open and ours; the mapping (if any) stays valid after close.
     unsafe { libc::close(fd) };
@@ -155,51 +162,81 @@ pub fn unlink(name: &str) {
 /// cannot list their shared-memory names).
 #[cfg(target_os = "linux")]
 pub fn remove_stale() -> usize {
-    use crate::core::layout::{SegmentHeader, MAGIC_PREFIX};
-    use crate::core::platform::ProcessId;
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return 0;
     };
     let mut removed = 0;
     for entry in dir.flatten() {
-        let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|s| s.strip_prefix(super::NAME_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('_').next().and_then(|p| u32::from_str_radix(p, 16).ok()) else {
-            continue;
-        };
-        let name = format!("/{}", file.to_string_lossy());
-        let alive = match Segment::open(&name) {
-            Ok(seg) if seg.len() >= std::mem::size_of::<SegmentHeader>() => {
-                // SAFETY: the mapping is at least one header long and page aligned; the fields
-                // read are plain integers at offsets fixed in every layout version.
-                let (magic, start) = unsafe {
-                    let h = seg.as_ptr() as *const SegmentHeader;
-                    (
-                        (*h).magic.load(std::sync::atomic::Ordering::Acquire),
-                        std::ptr::read_volatile(std::ptr::addr_of!((*h).primary_start)),
-                    )
-                };
-                // The start time is trusted only from a header that is published and ours (any
-                // layout version); a segment still being created is judged by its PID alone.
-                let ours = magic.to_le_bytes()[..6] == MAGIC_PREFIX;
-                ProcessId {
-                    pid,
-                    start_time: if ours { start } else { 0 },
-                }
-                .is_alive()
-            }
-            Ok(_) => ProcessId { pid, start_time: 0 }.is_alive(),
-            Err(OpenError::PermissionDenied) => continue, // another user's: not ours to judge
-            Err(_) => ProcessId { pid, start_time: 0 }.is_alive(),
-        };
-        if !alive {
+        let name = format!("/{}", entry.file_name().to_string_lossy());
+        if primary_alive(&name) == Some(false) {
             unlink(&name);
             removed += 1;
         }
     }
     removed
+}
+
+/// Whether the primary that created `name` (`/cshm_<pid hex>_…`) lives: by the PID in the name
+/// and, when the header is published and ours (any layout version), the start time in it.
+/// `None` for names of another form and for other users' segments (not ours to judge).
+pub fn primary_alive(name: &str) -> Option<bool> {
+    use crate::core::layout::{SegmentHeader, MAGIC_PREFIX};
+    use crate::core::platform::ProcessId;
+    let rest = name.strip_prefix('/')?.strip_prefix(super::NAME_PREFIX)?;
+    let pid = u32::from_str_radix(rest.split('_').next()?, 16).ok()?;
+    let alive = match Segment::open_read_only(name) {
+        Ok(seg) if seg.len() >= std::mem::size_of::<SegmentHeader>() => {
+            // SAFETY: the mapping is at least one header long and page aligned; the fields
+            // read are plain integers at offsets fixed in every layout version.
+            let (magic, start) = unsafe {
+                let h = seg.as_ptr() as *const SegmentHeader;
+                (
+                    (*h).magic.load(std::sync::atomic::Ordering::Acquire),
+                    std::ptr::read_volatile(std::ptr::addr_of!((*h).primary_start)),
+                )
+            };
+            // The start time is trusted only from a header that is published and ours (any
+            // layout version); a segment still being created is judged by its PID alone.
+            let ours = magic.to_le_bytes()[..6] == MAGIC_PREFIX;
+            ProcessId {
+                pid,
+                start_time: if ours { start } else { 0 },
+            }
+            .is_alive()
+        }
+        Ok(_) => ProcessId { pid, start_time: 0 }.is_alive(),
+        Err(OpenError::PermissionDenied) => return None,
+        Err(_) => ProcessId { pid, start_time: 0 }.is_alive(),
+    };
+    Some(alive)
+}
+
+/// Names (`/cshm_…`) of this user's segments, with their size in bytes and modification time
+/// (seconds since the epoch). Linux only (other systems cannot list their shared-memory names).
+#[cfg(target_os = "linux")]
+pub fn list() -> Vec<(String, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return vec![];
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut out: Vec<_> = dir
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().to_str()?.to_owned();
+            let meta = entry.metadata().ok()?;
+            (file.starts_with(super::NAME_PREFIX) && meta.is_file() && meta.uid() == me)
+                .then(|| (format!("/{file}"), meta.len(), meta.mtime()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn list() -> Vec<(String, u64, i64)> {
+    vec![]
 }
 
 /// Nothing to do: macOS's POSIX shm names cannot be listed, so those of a SIGKILLed primary

@@ -285,3 +285,18 @@ pub fn unlink(name: &str) {
 pub fn remove_stale() -> usize {
     0
 }
+
+/// Windows: the section is mapped read-write (the observer only ever loads from it).
+pub fn open_read_only(name: &str) -> Result<Segment, OpenError> {
+    open(name)
+}
+
+/// Sections cannot be listed: nothing.
+pub fn list() -> Vec<(String, u64, i64)> {
+    vec![]
+}
+
+/// Sections never go stale (the kernel removes them with their last handle).
+pub fn primary_alive(_name: &str) -> Option<bool> {
+    None
+}
