@@ -5,7 +5,7 @@
 // relayed by the primary over process.send) and @socket.io/redis-adapter (a private
 // redis-server, bench/lib/redis-server.js), in one run. Each adapter is a fresh cluster of its own.
 //
-//   node bench/socketio.js [--clients=1000] [--messages=200] [--sse=20000] [--repeat=3] [--out=DIR]
+//   node bench/socketio.js [--clients=1000] [--messages=400] [--sse=20000] [--repeat=3] [--out=DIR]
 //   node bench/socketio.js --from=bench/results/socketio.json   (the .md again, from a run's results)
 //   env: BENCH_ADAPTERS=cluster-shm,... (a subset), BENCH_PROF=DIR (a CPU profile per worker)
 //
@@ -49,7 +49,7 @@ const procCpu = (pid) => {
 async function main() {
   if (opt('from')) return report(path.dirname(path.resolve(opt('from'))), JSON.parse(fs.readFileSync(opt('from'), 'utf8')))
   const clients = Number(opt('clients', 1000))
-  const messages = Number(opt('messages', 200))
+  const messages = Number(opt('messages', 400))
   const repeat = Number(opt('repeat', 3))
   const sse = Number(opt('sse', 20000))
   const out = opt('out', path.join(__dirname, 'results'))
