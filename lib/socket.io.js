@@ -34,6 +34,7 @@ const UID_BYTES = 16 // socket.io-adapter's randomId(): 8 random bytes in hex
 const LOCAL = '#local' // after the prefix: the topics that never cross hosts
 const HOST_MAP = 'cluster-shm.socket.io' // shared map: 'host' -> this segment's host tag
 const MAX_WALK_DEPTH = 64 // deeper (or cyclic) messages go through v8, which keeps cycles
+const MAX_WALK_OBJECTS = 10_000 // more objects than this: v8 (a widely shared sub-object would blow JSON up)
 const NO_OFFSET = Promise.resolve('')
 const RESOLVED = Promise.resolve()
 const SPACE = 0x20
@@ -64,17 +65,25 @@ function hostTagOf(bus) {
   return tag
 }
 
-/** Whether `v` holds bytes (Buffer, typed array, ArrayBuffer), or is too deep to tell (cycles). */
-function hasBinary(v, depth) {
-  if (v === null || typeof v !== 'object') return false
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return true
-  if (depth > MAX_WALK_DEPTH) return true
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) if (hasBinary(v[i], depth + 1)) return true
+/**
+ * Whether `message` must go through v8: it holds bytes (Buffer, typed array, ArrayBuffer), or is
+ * too deep or has too many objects to tell (cycles, shared sub-objects: v8 keeps them, JSON would
+ * not end or would copy them).
+ */
+function needsV8(message) {
+  let budget = MAX_WALK_OBJECTS
+  const walk = (v, depth) => {
+    if (v === null || typeof v !== 'object') return false
+    if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return true
+    if (depth > MAX_WALK_DEPTH || --budget < 0) return true
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) if (walk(v[i], depth + 1)) return true
+      return false
+    }
+    for (const k in v) if (walk(v[k], depth + 1)) return true
     return false
   }
-  for (const k in v) if (hasBinary(v[k], depth + 1)) return true
-  return false
+  return walk(message, 0)
 }
 
 const ignore = () => {}
@@ -192,7 +201,7 @@ class ClusterShmAdapter extends ClusterAdapterWithHeartbeat {
   /** Publishes `message` encoded: null once written, or the promise of a publish that waits for room. Throws if it cannot be encoded. */
   #send(topic, message) {
     let payload
-    if (hasBinary(message, 0)) {
+    if (needsV8(message)) {
       const body = v8.serialize(message)
       payload = Buffer.allocUnsafe(this.#headBytes.length + body.length)
       this.#headBytes.copy(payload, 0)
