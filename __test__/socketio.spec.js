@@ -8,6 +8,7 @@ const test = require('ava')
 const { io: connect } = require('socket.io-client')
 
 const { startCluster, segmentsOf, sleep } = require('./helpers/harness')
+const { record } = require('./helpers/socketio-clients')
 
 const GRACE = 300 // ms within which an event that should not arrive would have arrived
 
@@ -49,15 +50,6 @@ async function tearDown(t, { cluster, clients }) {
   t.is(r.code, 0, `signal ${r.signal}, orphans ${r.orphans}\n${r.messages.slice(-6).map((m) => JSON.stringify(m)).join('\n')}\n${r.stderr}`)
   t.deepEqual(r.messages.filter((m) => m.event === 'error' || m.raw), [])
   t.deepEqual(segmentsOf(cluster.pid), [], 'segments left in /dev/shm')
-}
-
-/** Records every `event` each socket gets: returns the arrays of arguments, one array per socket. */
-function record(sockets, event) {
-  return sockets.map((s) => {
-    const got = []
-    s.on(event, (...args) => got.push(args))
-    return got
-  })
 }
 
 /** Resolves once `cond()` holds (or after 10 s, for the assertion that follows to fail). */

@@ -3,7 +3,7 @@ import type { ClusterAdapterWithHeartbeat, ClusterAdapterOptions } from 'socket.
 import type { Bus } from '../index'
 
 export interface ClusterShmAdapterOptions extends Partial<ClusterAdapterOptions> {
-  /** First part of the topic names (default 'socket.io'): `<prefix>#<namespace>`. */
+  /** First part of the topic names (default 'socket.io'): `<prefix>.<namespace>`; no '*' or '#'. */
   prefix?: string
 }
 
@@ -12,3 +12,9 @@ export declare class ClusterShmAdapter extends ClusterAdapterWithHeartbeat {}
 
 /** What `io.adapter(...)` (or `new Server(httpServer, { adapter })`) takes, for this process's bus. */
 export declare function createAdapter(bus: Bus, options?: ClusterShmAdapterOptions): (nsp: any) => ClusterShmAdapter
+
+/**
+ * The topic patterns to pass to `bus.bridge({ topics })` so that the adapter (with the same
+ * `prefix`, default 'socket.io') works across hosts: `[\`${prefix}.*\`]`.
+ */
+export declare function bridgeTopics(prefix?: string): string[]
