@@ -65,8 +65,12 @@ export declare class NativeBus {
    * so a successor at the same index can tell what was meant for its predecessor.
    */
   get generation(): number
-  /** `[generation & 0xffff, flags]` of the process holding `index`, or null when none does. */
-  holderInfo(index: number): Array<number> | null
+  /**
+   * `(generation & 0xffff) + flags * 65536` of the process holding `index`, or -1 when none
+   * does: one number, not an array (a request asks this once per call, a responder once per
+   * request, and an array costs more to hand over than the lookup itself).
+   */
+  holderInfo(index: number): number
   /** Says whether this process answers requests (read by requesters before they send). */
   setHandlesRequests(on: boolean): void
   /** Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern). */

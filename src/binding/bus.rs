@@ -442,14 +442,16 @@ impl NativeBus {
         self.inner.ep.generation() & 0xffff
     }
 
-    /// `[generation & 0xffff, flags]` of the process holding `index`, or null when none does.
+    /// `(generation & 0xffff) + flags * 65536` of the process holding `index`, or -1 when none
+    /// does: one number, not an array (a request asks this once per call, a responder once per
+    /// request, and an array costs more to hand over than the lookup itself).
     #[napi]
-    pub fn holder_info(&self, index: u32) -> Option<Vec<u32>> {
+    pub fn holder_info(&self, index: u32) -> f64 {
         let shared = self.inner.ep.shared();
         (index < shared.geometry().endpoints)
             .then(|| shared.holder_info(index))
             .flatten()
-            .map(|(g, f)| vec![g & 0xffff, f])
+            .map_or(-1.0, |(g, f)| f64::from(g & 0xffff) + f64::from(f) * 65536.0)
     }
 
     /// Says whether this process answers requests (read by requesters before they send).
