@@ -23,6 +23,11 @@ class Topics {
   #topics = new Map() // topic or pattern -> Set of callbacks
   #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
   #watched = new Map() // topic this process publishes to -> { id, pairs } (see #targets)
+  // The topic of the last envelope received, as bytes and as a string, with its callbacks: a
+  // stream on one topic then costs a byte comparison per message, not a string and a lookup.
+  #lastBytes = Buffer.alloc(0)
+  #lastTopic = ''
+  #lastCallbacks = null // null: look up again (subscriptions changed)
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -50,6 +55,7 @@ class Topics {
     const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
     set.add(entry)
     this.#matching.clear()
+    this.#lastCallbacks = null
     this.#incoming.update()
     let active = true
     return {
@@ -58,6 +64,7 @@ class Topics {
         active = false
         set.delete(entry)
         this.#matching.clear()
+        this.#lastCallbacks = null
         if (set.size === 0 && this.#topics.get(topic) === set) {
           this.#topics.delete(topic)
           if (!state.closed) state.native.topicUnsubscribe(topic)
@@ -163,11 +170,22 @@ class Topics {
   /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
   receive(from, b, start, end) {
     const state = this.#state
-    if (b.readUInt16LE(start) !== state.generation) return // meant for this index's previous holder
+    if ((b[start] | (b[start + 1] << 8)) !== state.generation) return // meant for this index's previous holder
     const kind = b[start + 2]
-    const topicEnd = start + 4 + b[start + 3]
-    const topic = b.toString('utf8', start + 4, topicEnd)
-    const callbacks = this.#matching.get(topic) ?? this.#match(topic)
+    const topicLength = b[start + 3]
+    const topicEnd = start + 4 + topicLength
+    let topic = this.#lastTopic
+    let callbacks = this.#lastCallbacks
+    const last = this.#lastBytes
+    let same = callbacks !== null && last.length === topicLength
+    for (let i = 0; same && i < topicLength; i++) same = last[i] === b[start + 4 + i]
+    if (!same) {
+      topic = b.toString('utf8', start + 4, topicEnd)
+      callbacks = this.#matching.get(topic) ?? this.#match(topic)
+      this.#lastBytes = Buffer.from(b.subarray(start + 4, topicEnd))
+      this.#lastTopic = topic
+      this.#lastCallbacks = callbacks
+    }
     if (callbacks.length === 0) return // unsubscribed while it was in flight
     const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
     let error = null
