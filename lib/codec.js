@@ -14,7 +14,7 @@ const VALUE = 3
 // Envelopes for a process (not a mailbox) start with the receiver's generation (u16 LE): a
 // successor at the same index drops what was meant for its predecessor.
 const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
-const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][0 u16][method][data]
+const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][requester's generation u16][method][data]
 const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
 // A value that JSON carries exactly (lib/json-codec.js) as UTF-8 JSON text; others go as VALUE.
 const JSON_TEXT = 8

@@ -14,12 +14,13 @@ const HANDLES_REQUESTS = 1 // src/core/layout.rs
 // Both envelopes are built in the buffer every envelope reuses (lib/codec.js envelope): each is
 // written out (or copied for this process itself) before the next is built.
 
-function requestEnvelope(generation, id, kind, method, payload) {
+function requestEnvelope(generation, id, kind, method, payload, own) {
   const [b, methodLength] = envelope(12, method, payload)
   b.writeUInt16LE(generation, 0)
   b[2] = kind
   b.writeUInt32LE(id, 4)
   b.writeUInt16LE(methodLength, 8)
+  b.writeUInt16LE(own, 10) // the requester's generation: where its answer goes
   return b
 }
 
@@ -39,6 +40,7 @@ class Requests {
   #handlers = new Map() // method ('' = respond()) -> handler
   #pending = new Map() // request id -> { to, deadline, settle }
   #nextRequest = 0
+  #calls = [] // handler calls of the batch being dispatched, run by one microtask (#runCalls)
   // One timer for every pending request, due at the earliest deadline (#timerAt): a timer per
   // request cost more than the rest of a small request. Ref'd only while requests are pending.
   #timer = null
@@ -91,7 +93,7 @@ class Requests {
         if (deadline < this.#timerAt) this.#arm(deadline)
         signal?.addEventListener('abort', onAbort, { once: true })
         if (this.#pending.size === 1) this.#incoming.update() // only the first one can start delivery
-        const env = requestEnvelope(generation, id, kind, method, payload)
+        const env = requestEnvelope(generation, id, kind, method, payload, state.generation)
         if (t === -2) {
           const mine = Buffer.from(env)
           return state.later(() => this.receiveRequest(state.self, mine, 0, mine.length))
@@ -171,10 +173,14 @@ class Requests {
     const id = b.readUInt32LE(start + 4)
     const methodEnd = start + 12 + b.readUInt16LE(start + 8)
     const method = b.toString('utf8', start + 12, methodEnd)
-    // The requester's generation, so the answer cannot reach a successor of it.
-    const holder = from === state.self ? state.generation : state.native.holderInfo(from)
-    if (holder < 0) return // the requester left
-    const back = holder % 65536
+    // The requester's generation, so the answer cannot reach a successor of it: from the
+    // envelope (0 there only after 65536 attaches at that index: then asked of the segment).
+    let back = from === state.self ? state.generation : b[start + 10] | (b[start + 11] << 8)
+    if (back === 0) {
+      const holder = state.native.holderInfo(from)
+      if (holder < 0) return // the requester left
+      back = holder % 65536
+    }
     const handler = this.#handlers.get(method) ?? (method === '' ? undefined : this.#handlers.get('*'))
     const reply = (status, value) => {
       if (state.closed) return
@@ -200,9 +206,10 @@ class Requests {
       return reply(1, { message: err.message, code: 'ERR_UNSERIALIZABLE' })
     }
     const failed = (err) => reply(1, { message: String(err?.message ?? err), code: err?.code ?? 'ERR_REMOTE', name: err?.name })
-    // The handler runs on a microtask, as it always did; a plain value is answered right away,
-    // without the two promises a .then() chain costs per request.
-    queueMicrotask(() => {
+    // The handler runs on a microtask, as it always did (one microtask for the handlers of a
+    // batch, in order: queueMicrotask costs an async resource per call); a plain value is
+    // answered right away, without the two promises a .then() chain costs per request.
+    if (this.#calls.push(() => {
       let value
       let then
       try {
@@ -213,7 +220,22 @@ class Requests {
       }
       if (typeof then === 'function') Promise.resolve(value).then((v) => reply(0, v), failed)
       else reply(0, value)
-    })
+    }) === 1) queueMicrotask(() => this.#runCalls())
+  }
+
+  /** Runs the handler calls queued by receiveRequest(), each on its own (a throw is answered). */
+  #runCalls() {
+    const calls = this.#calls
+    this.#calls = []
+    let error = null
+    for (let i = 0; i < calls.length; i++) {
+      try {
+        calls[i]()
+      } catch (err) {
+        error ??= err
+      }
+    }
+    if (error !== null) throw error
   }
 
   /** Settles the pending request that the response envelope `b[start..end]` answers. */
