@@ -89,6 +89,20 @@ export declare class NativeBus {
    * (crossing N-API with a string and an array is most of what a small publish costs).
    */
   topicTargetsChanged(id: number): Array<number> | null
+  /**
+   * The watched topic `id`'s targets with the segment words they derive from (see
+   * `Inner::topic_watch_state`): lib/topics.js reads those words through `segment_view` on
+   * each publish and asks again only when one changed.
+   */
+  topicWatchState(id: number): Array<number>
+  /**
+   * The whole mapping as an ArrayBuffer, for reading (with Atomics) the words that
+   * `topic_watch_state` names; null where it cannot be a view of the memory itself (a runtime
+   * without external buffers would hand over a copy) or on a big-endian host. The buffer holds
+   * the mapping alive until it is collected, so reading it after close() reads memory that is
+   * still mapped (and no longer changes for this process's purposes).
+   */
+  segmentView(): ArrayBuffer | null
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

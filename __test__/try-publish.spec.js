@@ -130,3 +130,30 @@ test('a topic published to before sees every later change of its subscribers (wa
   t.deepEqual(got, [1, 2])
   t.deepEqual(got2, [4, 5])
 })
+
+test('watched targets, read through the segment view: a successor subscribed like its predecessor (same bits, new generation) and a pattern added later are both reached by the next tryPublish', async (t) => {
+  const { bus, w0, w1 } = trio(t)
+  const old = []
+  w0.subscribe('x.y', ({ data }) => old.push(data))
+  t.true(bus.tryPublish('x.y', 1)) // watched from here: no native call while nothing changes
+  t.true(bus.tryPublish('x.y', 2))
+  await until(() => old.length === 2, 'the first holder got 1 and 2')
+  // The same subscriber bitmap as before, held by a new process at index 0: only its owner word
+  // (generation) tells them apart.
+  w0.close()
+  const next = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => next.close())
+  const got = []
+  next.subscribe('x.y', ({ data }) => got.push(data))
+  t.true(bus.tryPublish('x.y', 3))
+  // A pattern that the topic looks up, added after the topic was first published: a new entry
+  // in the topic table.
+  const viaPattern = []
+  w1.subscribe('x.*', ({ topic, data }) => viaPattern.push([topic, data]))
+  t.true(bus.tryPublish('x.y', 4))
+  await until(() => got.length === 2 && viaPattern.length === 1, 'the successor got 3 and 4, the pattern 4')
+  t.deepEqual(got, [3, 4])
+  t.deepEqual(viaPattern, [['x.y', 4]])
+  t.deepEqual(old, [1, 2], 'the closed holder got nothing more')
+  t.is(await bus.publish('x.y', 5), 2, 'publish() sees the same two')
+})

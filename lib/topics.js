@@ -22,7 +22,8 @@ class Topics {
   #incoming
   #topics = new Map() // topic or pattern -> Set of callbacks
   #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
-  #watched = new Map() // topic this process publishes to -> { id, pairs } (see #targets)
+  #watched = new Map() // topic this process publishes to -> { id, pairs, words } (see #targets)
+  #segment = undefined // Uint32Array over the mapped segment (NativeBus#segmentView), or null
   // The topic of the last envelope received, as bytes and as a string, with its callbacks: a
   // stream on one topic then costs a byte comparison per message, not a string and a lookup.
   #lastBytes = Buffer.alloc(0)
@@ -131,19 +132,40 @@ class Topics {
 
   /**
    * The subscribers of `topic` now, `[index, generation, ...]` (not to be modified). Read from
-   * the segment on every publish, as before; for a topic published to before, the native side
-   * hands over a new array only when they changed.
+   * the segment on every publish, as before. For a topic published to before, the segment words
+   * they were derived from (the topic table's entry count, the subscriber bitmaps it looks up,
+   * the targets' owner words; `words` = [index, value, ...]) are read here through a view of
+   * the mapping, with Atomics, and the native side is asked again only when one of them changed:
+   * no N-API call per publish while the subscribers stay the same. Without a view (a runtime
+   * without external buffers), the native side compares them on every publish.
    */
   #targets(topic) {
     const native = this.#state.native
     let w = this.#watched.get(topic)
     if (w === undefined) {
       if (this.#watched.size >= WATCHED_MAX) return native.topicTargets(topic)
-      w = { id: native.topicWatch(topic), pairs: null } // throws for a bad topic
+      w = { id: native.topicWatch(topic), pairs: null, words: null } // throws for a bad topic
       this.#watched.set(topic, w)
     }
-    const changed = native.topicTargetsChanged(w.id)
-    if (changed != null) w.pairs = changed
+    const words = w.words
+    if (words !== null) {
+      const segment = this.#segment
+      let same = true
+      for (let i = 0; same && i < words.length; i += 2) same = Atomics.load(segment, words[i]) === words[i + 1]
+      if (same) return w.pairs
+    }
+    if (this.#segment === undefined) {
+      const view = native.segmentView()
+      this.#segment = view === null ? null : new Uint32Array(view)
+    }
+    if (this.#segment === null) {
+      const changed = native.topicTargetsChanged(w.id)
+      if (changed != null) w.pairs = changed
+      return w.pairs
+    }
+    const st = native.topicWatchState(w.id) // [n, ...n numbers of targets, ...words]
+    w.pairs = st.slice(1, 1 + st[0])
+    w.words = Uint32Array.from(st.slice(1 + st[0]))
     return w.pairs
   }
 

@@ -4,7 +4,7 @@
 //! semaphore.rs, region.rs and map.rs; pushed delivery (`start`) is in delivery.rs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -102,6 +102,55 @@ impl Inner {
             .filter_map(|i| shared.holder_info(i).map(|(g, _)| [i, g & 0xffff]))
             .flatten()
             .collect())
+    }
+
+    /// `[n, index, generation & 0xffff, ... (n numbers), word, value, word, value, ...]`: the
+    /// targets as `topic_targets`, computed from the values of the segment words that follow
+    /// (u32 indices into `segment_view`), each read once, before the targets are derived from
+    /// them: the table's entry count, the subscriber bitmaps of the names `topic` looks up (the
+    /// words of this cluster's endpoints), and the owner word of each target. While none of
+    /// them changes, the targets do not either.
+    fn topic_watch_state(&self, topic: &str) -> CodedResult<Vec<u32>> {
+        let t = self.topics()?;
+        if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
+            return Err(topic_error(TopicError::InvalidName));
+        }
+        let shared = self.ep.shared();
+        let endpoints = shared.geometry().endpoints;
+        let base = shared.base() as usize;
+        let word = |p: *const u8| ((p as usize - base) / 4) as u32;
+        let w = t.watch(topic);
+        let mut words = vec![word(w.count as *const AtomicU32 as *const u8), w.count_seen];
+        let mut bits = vec![0u64; endpoints.div_ceil(64) as usize];
+        for bitmap in &w.bitmaps {
+            for (b, a) in bits.iter_mut().zip(bitmap.iter()) {
+                let v = a.load(Ordering::SeqCst);
+                *b |= v;
+                let at = word(a as *const AtomicU64 as *const u8);
+                words.extend([at, v as u32, at + 1, (v >> 32) as u32]); // little-endian halves
+            }
+        }
+        let mut out = vec![0];
+        for (k, &b) in bits.iter().enumerate() {
+            let mut rest = b;
+            while rest != 0 {
+                let i = k as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if i >= endpoints {
+                    continue;
+                }
+                let owner = &shared.slot(i).registration.owner;
+                let o = owner.load(Ordering::SeqCst);
+                let at = word(owner as *const AtomicU64 as *const u8);
+                words.extend([at, o as u32, at + 1, (o >> 32) as u32]);
+                if o as u32 != 0 {
+                    out.extend([i, (o >> 32) as u32 & 0xffff]); // pid in the low half, generation above
+                }
+            }
+        }
+        out[0] = (out.len() - 1) as u32;
+        out.extend(words);
+        Ok(out)
     }
 
     fn commit_polled(&self) {
@@ -516,6 +565,47 @@ impl NativeBus {
             Ok(Some(now))
         })();
         js(env, r)
+    }
+
+    /// The watched topic `id`'s targets with the segment words they derive from (see
+    /// `Inner::topic_watch_state`): lib/topics.js reads those words through `segment_view` on
+    /// each publish and asks again only when one changed.
+    #[napi]
+    pub fn topic_watch_state(&self, env: &Env, id: u32) -> Result<Vec<u32>> {
+        let topic = lock(&self.inner.watched_topics)
+            .get(id as usize)
+            .map(|(t, _)| t.clone());
+        let r = match topic {
+            Some(topic) => self.inner.topic_watch_state(&topic),
+            None => Err(coded("ERR_INVALID_ARG", "unknown watched topic")),
+        };
+        js(env, r)
+    }
+
+    /// The whole mapping as an ArrayBuffer, for reading (with Atomics) the words that
+    /// `topic_watch_state` names; null where it cannot be a view of the memory itself (a runtime
+    /// without external buffers would hand over a copy) or on a big-endian host. The buffer holds
+    /// the mapping alive until it is collected, so reading it after close() reads memory that is
+    /// still mapped (and no longer changes for this process's purposes).
+    #[napi(ts_return_type = "ArrayBuffer | null")]
+    pub fn segment_view(&self, env: &Env) -> Result<Option<ArrayBuffer<'_>>> {
+        if cfg!(target_endian = "big") {
+            return Ok(None);
+        }
+        let shared = self.inner.ep.shared().clone();
+        let (ptr, len) = (shared.base(), shared.mapped_len());
+        let copied = Arc::new(AtomicBool::new(false));
+        let flag = copied.clone();
+        // SAFETY: `ptr..ptr + len` is the mapping, which stays mapped as long as an Arc<Shared>
+        // lives: the finalize hint holds one until V8 collects the buffer. JS only reads it.
+        let view = unsafe {
+            ArrayBuffer::from_external(env, ptr, len, shared, move |_, shared| {
+                flag.store(true, Ordering::SeqCst);
+                drop(shared);
+            })
+        };
+        // Finalized already: the runtime made a copy (no external buffers), useless here.
+        Ok(view.ok().filter(|_| !copied.load(Ordering::SeqCst)))
     }
 
     /// Opens (creating on first use) the named semaphore of `permits` permits.
