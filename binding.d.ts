@@ -71,6 +71,12 @@ export declare class NativeBus {
    * request, and an array costs more to hand over than the lookup itself).
    */
   holderInfo(index: number): number
+  /**
+   * `[owner, flags]`: u32 indices into `segment_view` of the owner word (its low half; the
+   * high half follows) and the flags word of endpoint `index`, what `holder_info` reads: a
+   * requester reads them itself, without a call per request.
+   */
+  registrationWords(index: number): Array<number>
   /** Says whether this process answers requests (read by requesters before they send). */
   setHandlesRequests(on: boolean): void
   /** Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern). */

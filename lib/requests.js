@@ -41,6 +41,7 @@ class Requests {
   #pending = new Map() // request id -> { to, deadline, settle }
   #nextRequest = 0
   #calls = [] // handler calls of the batch being dispatched, run by one microtask (#runCalls)
+  #registration = [] // per native index: its [owner, flags] words in the segment view
   // One timer for every pending request, due at the earliest deadline (#timerAt): a timer per
   // request cost more than the rest of a small request. Ref'd only while requests are pending.
   #timer = null
@@ -67,7 +68,7 @@ class Requests {
       if (signal?.aborted) fail('ERR_ABORTED', 'the request was aborted')
       let generation = state.generation
       if (t !== -2) {
-        const holder = state.native.holderInfo(t) // generation + flags * 65536, or -1
+        const holder = this.#holder(t) // generation + flags * 65536, or -1
         if (holder < 0) fail('ERR_NOT_ATTACHED', `no process is attached at ${to}`)
         if ((Math.floor(holder / 65536) & HANDLES_REQUESTS) === 0) throw new RemoteError(`no handler for requests at ${to}`, 'ERR_NO_HANDLER', to)
         generation = holder % 65536
@@ -104,6 +105,15 @@ class Requests {
     } catch (err) {
       return Promise.reject(err)
     }
+  }
+
+  /** What NativeBus#holderInfo(t) says, read from the segment view when there is one. */
+  #holder(t) {
+    const segment = this.#state.segment()
+    if (segment === null) return this.#state.native.holderInfo(t)
+    const words = (this.#registration[t] ??= this.#state.native.registrationWords(t))
+    if (Atomics.load(segment, words[0]) === 0) return -1 // no pid: free
+    return (Atomics.load(segment, words[0] + 1) & 0xffff) + Atomics.load(segment, words[1]) * 65536
   }
 
   /** (Re)arms the requests' timer for `deadline` (a performance.now() time). */

@@ -16,6 +16,20 @@ class BusState {
     this.generation = nativeBus.generation // this attachment's generation (u16), checked on envelopes
     this.spin = spinMicros
     this.closed = false
+    this.view = undefined // see segment()
+  }
+
+  /**
+   * A Uint32Array over the mapped segment (NativeBus#segmentView), made once per bus, or null
+   * where the runtime cannot view external memory: for reading, with Atomics, words the native
+   * side names (topic targets, holders) without an N-API call each time.
+   */
+  segment() {
+    if (this.view === undefined) {
+      const ab = this.native.segmentView()
+      this.view = ab === null ? null : new Uint32Array(ab)
+    }
+    return this.view
   }
 
   toPublic(i) {

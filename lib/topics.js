@@ -23,7 +23,6 @@ class Topics {
   #topics = new Map() // topic or pattern -> Set of callbacks
   #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
   #watched = new Map() // topic this process publishes to -> { id, pairs, words } (see #targets)
-  #segment = undefined // Uint32Array over the mapped segment (NativeBus#segmentView), or null
   // The topic of the last envelope received, as bytes and as a string, with its callbacks: a
   // stream on one topic then costs a byte comparison per message, not a string and a lookup.
   #lastBytes = Buffer.alloc(0)
@@ -149,16 +148,12 @@ class Topics {
     }
     const words = w.words
     if (words !== null) {
-      const segment = this.#segment
+      const segment = this.#state.view
       let same = true
       for (let i = 0; same && i < words.length; i += 2) same = Atomics.load(segment, words[i]) === words[i + 1]
       if (same) return w.pairs
     }
-    if (this.#segment === undefined) {
-      const view = native.segmentView()
-      this.#segment = view === null ? null : new Uint32Array(view)
-    }
-    if (this.#segment === null) {
+    if (this.#state.segment() === null) {
       const changed = native.topicTargetsChanged(w.id)
       if (changed != null) w.pairs = changed
       return w.pairs

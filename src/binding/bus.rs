@@ -503,6 +503,24 @@ impl NativeBus {
             .map_or(-1.0, |(g, f)| f64::from(g & 0xffff) + f64::from(f) * 65536.0)
     }
 
+    /// `[owner, flags]`: u32 indices into `segment_view` of the owner word (its low half; the
+    /// high half follows) and the flags word of endpoint `index`, what `holder_info` reads: a
+    /// requester reads them itself, without a call per request.
+    #[napi]
+    pub fn registration_words(&self, env: &Env, index: u32) -> Result<Vec<u32>> {
+        let shared = self.inner.ep.shared();
+        if index >= shared.geometry().endpoints {
+            return js(env, Err(coded("ERR_INDEX_OUT_OF_RANGE", "no such endpoint")));
+        }
+        let base = shared.base() as usize;
+        let reg = &shared.slot(index).registration;
+        let word = |p: usize| ((p - base) / 4) as u32;
+        Ok(vec![
+            word(&reg.owner as *const AtomicU64 as usize),
+            word(&reg.flags as *const AtomicU32 as usize),
+        ])
+    }
+
     /// Says whether this process answers requests (read by requesters before they send).
     #[napi]
     pub fn set_handles_requests(&self, on: bool) {
