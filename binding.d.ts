@@ -72,9 +72,9 @@ export declare class NativeBus {
    */
   holderInfo(index: number): number
   /**
-   * `[owner, flags]`: u32 indices into `segment_view` of the owner word (its low half; the
-   * high half follows) and the flags word of endpoint `index`, what `holder_info` reads: a
-   * requester reads them itself, without a call per request.
+   * `[owner, flags]`: u32 indices into `registrations_view` of the owner word (its low half;
+   * the high half follows) and the flags word of endpoint `index`, what `holder_info` reads:
+   * a requester reads them itself, without a call per request.
    */
   registrationWords(index: number): Array<number>
   /** Says whether this process answers requests (read by requesters before they send). */
@@ -102,13 +102,16 @@ export declare class NativeBus {
    */
   topicWatchState(id: number): Array<number>
   /**
-   * The whole mapping as an ArrayBuffer, for reading (with Atomics) the words that
-   * `topic_watch_state` names; null where it cannot be a view of the memory itself (a runtime
-   * without external buffers would hand over a copy) or on a big-endian host. The buffer holds
-   * the mapping alive until it is collected, so reading it after close() reads memory that is
-   * still mapped (and no longer changes for this process's purposes).
+   * The endpoint slots (registrations) of the mapping as an ArrayBuffer, for reading with
+   * Atomics the words `registration_words` and `topic_watch_state` name; null where it cannot
+   * be a view of the memory itself (see `view`).
    */
-  segmentView(): ArrayBuffer | null
+  registrationsView(): ArrayBuffer | null
+  /**
+   * The topic table as an ArrayBuffer, for reading the words `topic_watch_state` names; null
+   * where it cannot be a view of the memory itself (see `view`).
+   */
+  topicsView(): ArrayBuffer | null
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

@@ -157,3 +157,20 @@ test('watched targets, read through the segment view: a successor subscribed lik
   t.deepEqual(old, [1, 2], 'the closed holder got nothing more')
   t.is(await bus.publish('x.y', 5), 2, 'publish() sees the same two')
 })
+
+test.serial('the views JS reads segment words through are small regions (the endpoint slots, the topic table), not the mapping: V8 counts them as external memory', async (t) => {
+  const v8 = require('node:v8')
+  const bus = masterInit({ workers: 8 }) // a segment of tens of MiB
+  const w0 = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => {
+    w0.close()
+    bus.close()
+  })
+  const before = v8.getHeapStatistics().external_memory
+  w0.subscribe('v', () => {})
+  w0.respond((d) => d)
+  t.true(bus.tryPublish('v', 1)) // the topic table's view and the slots' view
+  t.is(await bus.request(0, 2), 2) // the requester reads the responder's slot through the latter
+  const grown = v8.getHeapStatistics().external_memory - before
+  t.true(grown < 4 * 1024 * 1024, `external memory grew by ${grown} bytes for a segment of ${bus.ringSize * 72} bytes of rings`)
+})

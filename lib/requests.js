@@ -107,13 +107,13 @@ class Requests {
     }
   }
 
-  /** What NativeBus#holderInfo(t) says, read from the segment view when there is one. */
+  /** What NativeBus#holderInfo(t) says, read from the registrations view when there is one. */
   #holder(t) {
-    const segment = this.#state.segment()
-    if (segment === null) return this.#state.native.holderInfo(t)
+    const slots = this.#state.registrationsView()
+    if (slots === null) return this.#state.native.holderInfo(t)
     const words = (this.#registration[t] ??= this.#state.native.registrationWords(t))
-    if (Atomics.load(segment, words[0]) === 0) return -1 // no pid: free
-    return (Atomics.load(segment, words[0] + 1) & 0xffff) + Atomics.load(segment, words[1]) * 65536
+    if (Atomics.load(slots, words[0]) === 0) return -1 // no pid: free
+    return (Atomics.load(slots, words[0] + 1) & 0xffff) + Atomics.load(slots, words[1]) * 65536
   }
 
   /** (Re)arms the requests' timer for `deadline` (a performance.now() time). */

@@ -8,6 +8,7 @@ const { TOPIC, encode, decode, envelope } = require('./codec.js')
 
 const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
 const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
+const REGISTRATION_WORD = 2 ** 31 // a watched word at or above: in the registrations view (src/binding/bus.rs)
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
@@ -133,8 +134,8 @@ class Topics {
    * The subscribers of `topic` now, `[index, generation, ...]` (not to be modified). Read from
    * the segment on every publish, as before. For a topic published to before, the segment words
    * they were derived from (the topic table's entry count, the subscriber bitmaps it looks up,
-   * the targets' owner words; `words` = [index, value, ...]) are read here through a view of
-   * the mapping, with Atomics, and the native side is asked again only when one of them changed:
+   * the targets' owner words; `words` = [index, value, ...]) are read here through views of
+   * the mapping (the topic table, the endpoint slots), with Atomics, and the native side is asked again only when one of them changed:
    * no N-API call per publish while the subscribers stay the same. Without a view (a runtime
    * without external buffers), the native side compares them on every publish.
    */
@@ -148,12 +149,16 @@ class Topics {
     }
     const words = w.words
     if (words !== null) {
-      const segment = this.#state.view
+      const table = this.#state.topics
+      const slots = this.#state.registrations
       let same = true
-      for (let i = 0; same && i < words.length; i += 2) same = Atomics.load(segment, words[i]) === words[i + 1]
+      for (let i = 0; same && i < words.length; i += 2) {
+        const at = words[i]
+        same = (at < REGISTRATION_WORD ? Atomics.load(table, at) : Atomics.load(slots, at - REGISTRATION_WORD)) === words[i + 1]
+      }
       if (same) return w.pairs
     }
-    if (this.#state.segment() === null) {
+    if (this.#state.topicsView() === null || this.#state.registrationsView() === null) {
       const changed = native.topicTargetsChanged(w.id)
       if (changed != null) w.pairs = changed
       return w.pairs

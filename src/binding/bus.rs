@@ -21,10 +21,39 @@ use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
 use crate::core::join;
-use crate::core::layout::Geometry;
+use crate::core::layout::{EndpointSlot, Geometry};
 use crate::core::semaphore::Waiter;
 use crate::core::topics::{TopicError, Topics};
 use crate::core::{Attach, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared};
+
+/// Marks a word of `topic_watch_state` as an index into `registrations_view`.
+const REGISTRATION_WORD: u32 = 1 << 31;
+
+/// An ArrayBuffer over `len` bytes of the mapping at `start`, which JS only reads: it holds an
+/// Arc of the mapping until V8 collects it, so it never reads unmapped memory. V8 counts its
+/// length as external memory (a reason to view a few words' region, never the whole mapping).
+/// None where the runtime would hand over a copy instead (no external buffers), or on a
+/// big-endian host (JS compares u64 words as two little-endian halves).
+///
+/// # Safety
+/// `start..start + len` must lie inside the mapping of `shared`.
+unsafe fn view<'env>(env: &'env Env, shared: &Arc<Shared>, start: *mut u8, len: usize) -> Option<ArrayBuffer<'env>> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    let copied = Arc::new(AtomicBool::new(false));
+    let flag = copied.clone();
+    // SAFETY: the range is inside the mapping (caller), which stays mapped while an Arc<Shared>
+    // lives: the finalize hint holds one until the buffer is collected.
+    let buffer = unsafe {
+        ArrayBuffer::from_external(env, start, len, shared.clone(), move |_, shared| {
+            flag.store(true, Ordering::SeqCst);
+            drop(shared);
+        })
+    };
+    // Finalized already: the runtime made a copy (no external buffers), useless here.
+    buffer.ok().filter(|_| !copied.load(Ordering::SeqCst))
+}
 
 type CompletionFn =
     ThreadsafeFunction<(u32, &'static str), Unknown<'static>, FnArgs<(u32, &'static str)>, Status, false, true>;
@@ -105,11 +134,12 @@ impl Inner {
     }
 
     /// `[n, index, generation & 0xffff, ... (n numbers), word, value, word, value, ...]`: the
-    /// targets as `topic_targets`, computed from the values of the segment words that follow
-    /// (u32 indices into `segment_view`), each read once, before the targets are derived from
-    /// them: the table's entry count, the subscriber bitmaps of the names `topic` looks up (the
-    /// words of this cluster's endpoints), and the owner word of each target. While none of
-    /// them changes, the targets do not either.
+    /// targets as `topic_targets`, computed from the values of the segment words that follow,
+    /// each read once, before the targets are derived from them: the table's entry count, the
+    /// subscriber bitmaps of the names `topic` looks up (the words of this cluster's endpoints),
+    /// and the owner word of each target. While none of them changes, the targets do not either.
+    /// A word is a u32 index into `topics_view`, or `REGISTRATION_WORD` + an index into
+    /// `registrations_view`.
     fn topic_watch_state(&self, topic: &str) -> CodedResult<Vec<u32>> {
         let t = self.topics()?;
         if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
@@ -117,8 +147,9 @@ impl Inner {
         }
         let shared = self.ep.shared();
         let endpoints = shared.geometry().endpoints;
-        let base = shared.base() as usize;
-        let word = |p: *const u8| ((p as usize - base) / 4) as u32;
+        let table = t.memory().0 as usize;
+        let word = |p: *const u8| ((p as usize - table) / 4) as u32;
+        let slots = shared.slot(0) as *const EndpointSlot as usize;
         let w = t.watch(topic);
         let mut words = vec![word(w.count as *const AtomicU32 as *const u8), w.count_seen];
         let mut bits = vec![0u64; endpoints.div_ceil(64) as usize];
@@ -141,7 +172,7 @@ impl Inner {
                 }
                 let owner = &shared.slot(i).registration.owner;
                 let o = owner.load(Ordering::SeqCst);
-                let at = word(owner as *const AtomicU64 as *const u8);
+                let at = REGISTRATION_WORD + ((owner as *const AtomicU64 as usize - slots) / 4) as u32;
                 words.extend([at, o as u32, at + 1, (o >> 32) as u32]);
                 if o as u32 != 0 {
                     out.extend([i, (o >> 32) as u32 & 0xffff]); // pid in the low half, generation above
@@ -503,16 +534,16 @@ impl NativeBus {
             .map_or(-1.0, |(g, f)| f64::from(g & 0xffff) + f64::from(f) * 65536.0)
     }
 
-    /// `[owner, flags]`: u32 indices into `segment_view` of the owner word (its low half; the
-    /// high half follows) and the flags word of endpoint `index`, what `holder_info` reads: a
-    /// requester reads them itself, without a call per request.
+    /// `[owner, flags]`: u32 indices into `registrations_view` of the owner word (its low half;
+    /// the high half follows) and the flags word of endpoint `index`, what `holder_info` reads:
+    /// a requester reads them itself, without a call per request.
     #[napi]
     pub fn registration_words(&self, env: &Env, index: u32) -> Result<Vec<u32>> {
         let shared = self.inner.ep.shared();
         if index >= shared.geometry().endpoints {
             return js(env, Err(coded("ERR_INDEX_OUT_OF_RANGE", "no such endpoint")));
         }
-        let base = shared.base() as usize;
+        let base = shared.slot(0) as *const EndpointSlot as usize;
         let reg = &shared.slot(index).registration;
         let word = |p: usize| ((p - base) / 4) as u32;
         Ok(vec![
@@ -600,30 +631,25 @@ impl NativeBus {
         js(env, r)
     }
 
-    /// The whole mapping as an ArrayBuffer, for reading (with Atomics) the words that
-    /// `topic_watch_state` names; null where it cannot be a view of the memory itself (a runtime
-    /// without external buffers would hand over a copy) or on a big-endian host. The buffer holds
-    /// the mapping alive until it is collected, so reading it after close() reads memory that is
-    /// still mapped (and no longer changes for this process's purposes).
+    /// The endpoint slots (registrations) of the mapping as an ArrayBuffer, for reading with
+    /// Atomics the words `registration_words` and `topic_watch_state` name; null where it cannot
+    /// be a view of the memory itself (see `view`).
     #[napi(ts_return_type = "ArrayBuffer | null")]
-    pub fn segment_view(&self, env: &Env) -> Result<Option<ArrayBuffer<'_>>> {
-        if cfg!(target_endian = "big") {
-            return Ok(None);
-        }
-        let shared = self.inner.ep.shared().clone();
-        let (ptr, len) = (shared.base(), shared.mapped_len());
-        let copied = Arc::new(AtomicBool::new(false));
-        let flag = copied.clone();
-        // SAFETY: `ptr..ptr + len` is the mapping, which stays mapped as long as an Arc<Shared>
-        // lives: the finalize hint holds one until V8 collects the buffer. JS only reads it.
-        let view = unsafe {
-            ArrayBuffer::from_external(env, ptr, len, shared, move |_, shared| {
-                flag.store(true, Ordering::SeqCst);
-                drop(shared);
-            })
-        };
-        // Finalized already: the runtime made a copy (no external buffers), useless here.
-        Ok(view.ok().filter(|_| !copied.load(Ordering::SeqCst)))
+    pub fn registrations_view<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>> {
+        let shared = self.inner.ep.shared();
+        let start = shared.slot(0) as *const EndpointSlot as *mut u8;
+        let len = shared.geometry().endpoints as usize * std::mem::size_of::<EndpointSlot>();
+        // SAFETY: the slots are `endpoints` contiguous EndpointSlots inside the mapping.
+        Ok(unsafe { view(env, shared, start, len) })
+    }
+
+    /// The topic table as an ArrayBuffer, for reading the words `topic_watch_state` names; null
+    /// where it cannot be a view of the memory itself (see `view`).
+    #[napi(ts_return_type = "ArrayBuffer | null")]
+    pub fn topics_view<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>> {
+        let (start, len) = js(env, self.inner.topics())?.memory();
+        // SAFETY: the table's memory lies inside the mapping (`Topics::memory`).
+        Ok(unsafe { view(env, self.inner.ep.shared(), start, len) })
     }
 
     /// Opens (creating on first use) the named semaphore of `permits` permits.

@@ -177,10 +177,6 @@ impl Shared {
     pub(crate) fn base(&self) -> *mut u8 {
         self.seg.as_ptr()
     }
-    /// Length of the mapping in bytes.
-    pub(crate) fn mapped_len(&self) -> usize {
-        self.seg.len()
-    }
     pub fn geometry(&self) -> Geometry {
         self.geo
     }

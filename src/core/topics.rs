@@ -134,6 +134,11 @@ impl Topics {
         })
     }
 
+    /// The table's memory (start, length): inside the mapping, alive as long as its `Shared`.
+    pub fn memory(&self) -> (*mut u8, usize) {
+        (self.mem.ptr, self.mem.size)
+    }
+
     fn header(&self) -> &TopicsHeader {
         // SAFETY: the object is HEADER + SLOTS * ENTRY bytes (checked in `open`), 128-aligned;
         // the header holds only atomics.
