@@ -174,3 +174,25 @@ test.serial('the views JS reads segment words through are small regions (the end
   const grown = v8.getHeapStatistics().external_memory - before
   t.true(grown < 4 * 1024 * 1024, `external memory grew by ${grown} bytes for a segment of ${bus.ringSize * 72} bytes of rings`)
 })
+
+test('a requester reading the responder\'s slot through the view sees a handler added, removed and a new holder at once', async (t) => {
+  const { bus, w0 } = trio(t)
+  await t.throwsAsync(w0.request(-1, 1), { code: 'ERR_NO_HANDLER' }, 'no handler yet')
+  const h = bus.respond((d) => d + 1)
+  t.is(await w0.request(-1, 1), 2, 'the flag set by respond() is seen by the next request')
+  h.unsubscribe()
+  await t.throwsAsync(w0.request(-1, 1), { code: 'ERR_NO_HANDLER' }, 'and its removal')
+  w0.respond((d) => d * 10)
+  t.is(await bus.request(0, 3), 30)
+  bus.subscribe(() => {}) // delivery keeps running, so the primary sees w0 leave ('detach')
+  const left = new Promise((resolve) => bus.once('detach', resolve))
+  w0.close()
+  await t.throwsAsync(bus.request(0, 3), { code: 'ERR_NOT_ATTACHED' }, 'the holder left: its owner word says so')
+  // (A request sent to a successor before the primary has handled its predecessor's 'detach'
+  // is rejected with ERR_PEER_GONE, as before this view: peerGone() goes by index alone.)
+  await left
+  const next = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => next.close())
+  next.respond((d) => d * 100)
+  t.is(await bus.request(0, 3), 300, 'the new holder (new generation) answers')
+})
