@@ -65,8 +65,18 @@ export declare class NativeBus {
    * so a successor at the same index can tell what was meant for its predecessor.
    */
   get generation(): number
-  /** `[generation & 0xffff, flags]` of the process holding `index`, or null when none does. */
-  holderInfo(index: number): Array<number> | null
+  /**
+   * `(generation & 0xffff) + flags * 65536` of the process holding `index`, or -1 when none
+   * does: one number, not an array (a request asks this once per call, a responder once per
+   * request, and an array costs more to hand over than the lookup itself).
+   */
+  holderInfo(index: number): number
+  /**
+   * `[owner, flags]`: u32 indices into `registrations_view` of the owner word (its low half;
+   * the high half follows) and the flags word of endpoint `index`, what `holder_info` reads:
+   * a requester reads them itself, without a call per request.
+   */
+  registrationWords(index: number): Array<number>
   /** Says whether this process answers requests (read by requesters before they send). */
   setHandlesRequests(on: boolean): void
   /** Adds this process to `topic`'s subscribers (a trailing `*` makes it a pattern). */
@@ -85,6 +95,23 @@ export declare class NativeBus {
    * (crossing N-API with a string and an array is most of what a small publish costs).
    */
   topicTargetsChanged(id: number): Array<number> | null
+  /**
+   * The watched topic `id`'s targets with the segment words they derive from (see
+   * `Inner::topic_watch_state`): lib/topics.js reads those words through `segment_view` on
+   * each publish and asks again only when one changed.
+   */
+  topicWatchState(id: number): Array<number>
+  /**
+   * The endpoint slots (registrations) of the mapping as an ArrayBuffer, for reading with
+   * Atomics the words `registration_words` and `topic_watch_state` name; null where it cannot
+   * be a view of the memory itself (see `view`).
+   */
+  registrationsView(): ArrayBuffer | null
+  /**
+   * The topic table as an ArrayBuffer, for reading the words `topic_watch_state` names; null
+   * where it cannot be a view of the memory itself (see `view`).
+   */
+  topicsView(): ArrayBuffer | null
   /** Opens (creating on first use) the named semaphore of `permits` permits. */
   semaphore(name: string, permits: number): NativeSemaphore
   /** Opens (creating on first use) the named region of `size` bytes. */

@@ -130,3 +130,69 @@ test('a topic published to before sees every later change of its subscribers (wa
   t.deepEqual(got, [1, 2])
   t.deepEqual(got2, [4, 5])
 })
+
+test('watched targets, read through the segment view: a successor subscribed like its predecessor (same bits, new generation) and a pattern added later are both reached by the next tryPublish', async (t) => {
+  const { bus, w0, w1 } = trio(t)
+  const old = []
+  w0.subscribe('x.y', ({ data }) => old.push(data))
+  t.true(bus.tryPublish('x.y', 1)) // watched from here: no native call while nothing changes
+  t.true(bus.tryPublish('x.y', 2))
+  await until(() => old.length === 2, 'the first holder got 1 and 2')
+  // The same subscriber bitmap as before, held by a new process at index 0: only its owner word
+  // (generation) tells them apart.
+  w0.close()
+  const next = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => next.close())
+  const got = []
+  next.subscribe('x.y', ({ data }) => got.push(data))
+  t.true(bus.tryPublish('x.y', 3))
+  // A pattern that the topic looks up, added after the topic was first published: a new entry
+  // in the topic table.
+  const viaPattern = []
+  w1.subscribe('x.*', ({ topic, data }) => viaPattern.push([topic, data]))
+  t.true(bus.tryPublish('x.y', 4))
+  await until(() => got.length === 2 && viaPattern.length === 1, 'the successor got 3 and 4, the pattern 4')
+  t.deepEqual(got, [3, 4])
+  t.deepEqual(viaPattern, [['x.y', 4]])
+  t.deepEqual(old, [1, 2], 'the closed holder got nothing more')
+  t.is(await bus.publish('x.y', 5), 2, 'publish() sees the same two')
+})
+
+test.serial('the views JS reads segment words through are small regions (the endpoint slots, the topic table), not the mapping: V8 counts them as external memory', async (t) => {
+  const v8 = require('node:v8')
+  const bus = masterInit({ workers: 8 }) // a segment of tens of MiB
+  const w0 = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => {
+    w0.close()
+    bus.close()
+  })
+  const before = v8.getHeapStatistics().external_memory
+  w0.subscribe('v', () => {})
+  w0.respond((d) => d)
+  t.true(bus.tryPublish('v', 1)) // the topic table's view and the slots' view
+  t.is(await bus.request(0, 2), 2) // the requester reads the responder's slot through the latter
+  const grown = v8.getHeapStatistics().external_memory - before
+  t.true(grown < 4 * 1024 * 1024, `external memory grew by ${grown} bytes for a segment of ${bus.ringSize * 72} bytes of rings`)
+})
+
+test('a requester reading the responder\'s slot through the view sees a handler added, removed and a new holder at once', async (t) => {
+  const { bus, w0 } = trio(t)
+  await t.throwsAsync(w0.request(-1, 1), { code: 'ERR_NO_HANDLER' }, 'no handler yet')
+  const h = bus.respond((d) => d + 1)
+  t.is(await w0.request(-1, 1), 2, 'the flag set by respond() is seen by the next request')
+  h.unsubscribe()
+  await t.throwsAsync(w0.request(-1, 1), { code: 'ERR_NO_HANDLER' }, 'and its removal')
+  w0.respond((d) => d * 10)
+  t.is(await bus.request(0, 3), 30)
+  bus.subscribe(() => {}) // delivery keeps running, so the primary sees w0 leave ('detach')
+  const left = new Promise((resolve) => bus.once('detach', resolve))
+  w0.close()
+  await t.throwsAsync(bus.request(0, 3), { code: 'ERR_NOT_ATTACHED' }, 'the holder left: its owner word says so')
+  // (A request sent to a successor before the primary has handled its predecessor's 'detach'
+  // is rejected with ERR_PEER_GONE, as before this view: peerGone() goes by index alone.)
+  await left
+  const next = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => next.close())
+  next.respond((d) => d * 100)
+  t.is(await bus.request(0, 3), 300, 'the new holder (new generation) answers')
+})

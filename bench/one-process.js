@@ -8,7 +8,7 @@
 //   node bench/one-process.js [case] [ms] [library dir]
 //   cases: object (write() of { k, s, d }), string, buffer (64 bytes), publish (64-byte Buffers,
 //          promises awaited per 256), tryPublish (publish() only when it returns false),
-//          rpc32 (request/response, 32 in flight)
+//          rpc1 / rpc32 (request/response, 1 or 32 in flight)
 // Prints { which, perSec, usPerMsg (wall), cpuUsPerMsg (user + system of this process) }.
 const path = require('node:path')
 const which = process.argv[2] ?? 'object'
@@ -51,7 +51,7 @@ async function main() {
       if (inflight.length) await Promise.all(inflight), (inflight = [])
       await new Promise((r) => setImmediate(r))
     }
-  } else if (which === 'rpc32') {
+  } else if (which === 'rpc1' || which === 'rpc32') {
     b.respond((d) => d)
     const buf = Buffer.alloc(64)
     const loop = async () => {
@@ -60,7 +60,7 @@ async function main() {
         sent++
       }
     }
-    await Promise.all(Array.from({ length: 32 }, loop))
+    await Promise.all(Array.from({ length: which === 'rpc1' ? 1 : 32 }, loop))
     got = sent
   }
   while (got < sent) await new Promise((r) => setImmediate(r))

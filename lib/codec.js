@@ -14,7 +14,7 @@ const VALUE = 3
 // Envelopes for a process (not a mailbox) start with the receiver's generation (u16 LE): a
 // successor at the same index drops what was meant for its predecessor.
 const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
-const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][0 u16][method][data]
+const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][requester's generation u16][method][data]
 const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
 // A value that JSON carries exactly (lib/json-codec.js) as UTF-8 JSON text; others go as VALUE.
 const JSON_TEXT = 8
@@ -59,6 +59,8 @@ const SCRATCH_BYTES = 16 * 1024
 const NAMES_KEPT = 256
 const scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
 const names = new Map() // topic or method -> its UTF-8 bytes (the last NAMES_KEPT used)
+const VIEWS_KEPT = 64
+const views = new Map() // length -> scratch.subarray(0, length): a stream of one size makes one view
 
 /**
  * An envelope `[head zeroed][name][payload]` built in one buffer that every envelope reuses:
@@ -77,10 +79,17 @@ function envelope(head, name, payload) {
   const text = typeof payload === 'string'
   const most = at + (text ? payload.length * 3 : payload.length)
   const b = most <= SCRATCH_BYTES ? scratch : Buffer.allocUnsafe(text ? at + Buffer.byteLength(payload) : most)
-  b.fill(0, 0, head)
+  for (let i = 0; i < head; i++) b[i] = 0
   b.set(nameBytes, head)
   const n = text ? b.write(payload, at, 'utf8') : (b.set(payload, at), payload.length)
-  return [b.subarray(0, at + n), nameBytes.length]
+  if (b !== scratch) return [b.subarray(0, at + n), nameBytes.length]
+  let view = views.get(at + n)
+  if (view === undefined) {
+    if (views.size >= VIEWS_KEPT) views.clear()
+    view = scratch.subarray(0, at + n)
+    views.set(at + n, view)
+  }
+  return [view, nameBytes.length]
 }
 
 /** Whether frames of `kind` are plain messages (not envelopes or events). */

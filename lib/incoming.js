@@ -16,6 +16,7 @@ class Incoming {
   #bus // the EventEmitter users hold: messages and events are emitted on it
   #state
   #delivering = false
+  #updateSoon = false // an update() is scheduled (updateSoon())
   #queue = [] // plain messages waiting for read() or the next 'message' listener
   #polled = null // [records, ...large payloads] being handed out by read()
   #polledAt = 0 // next record in #polled[0] (or in the batch being dispatched)
@@ -63,6 +64,7 @@ class Incoming {
     // A poller may never yield to the microtasks that flush staged writes, its own or those of
     // other buses of this process: flush them here.
     flushStaged()
+    if (this.#updateSoon) this.update() // a poller does not wait for the scheduled stop
     if (this.#queue.length > 0) return this.#queue.shift()
     if (this.#delivering) return null // topics or requests keep delivery running: plain messages arrive in #queue
     for (;;) {
@@ -92,6 +94,20 @@ class Incoming {
       this.#delivering = false
       state.native.stop()
     }
+  }
+
+  /**
+   * update() on the next turn of the event loop: for what stops needing delivery and may well
+   * need it again at once (the last pending request settles, and its continuation sends the
+   * next one): stopping and starting delivery costs a socket and several system calls.
+   */
+  updateSoon() {
+    if (this.#updateSoon) return
+    this.#updateSoon = true
+    setImmediate(() => {
+      this.#updateSoon = false
+      this.update()
+    })
   }
 
   /** The bus is closing: delivery ends with it. */

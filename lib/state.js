@@ -16,6 +16,30 @@ class BusState {
     this.generation = nativeBus.generation // this attachment's generation (u16), checked on envelopes
     this.spin = spinMicros
     this.closed = false
+    this.registrations = undefined // see registrationsView()
+    this.topics = undefined // see topicsView()
+  }
+
+  /**
+   * Uint32Arrays over two small regions of the mapping, the endpoint slots and the topic table
+   * (NativeBus#registrationsView, #topicsView), made once per bus, or null where the runtime
+   * cannot view external memory: for reading, with Atomics, words the native side names (topic
+   * targets, holders) without an N-API call each time.
+   */
+  registrationsView() {
+    if (this.registrations === undefined) {
+      const ab = this.native.registrationsView()
+      this.registrations = ab === null ? null : new Uint32Array(ab)
+    }
+    return this.registrations
+  }
+
+  topicsView() {
+    if (this.topics === undefined) {
+      const ab = this.native.topicsView()
+      this.topics = ab === null ? null : new Uint32Array(ab)
+    }
+    return this.topics
   }
 
   toPublic(i) {

@@ -8,6 +8,7 @@ const { TOPIC, encode, decode, envelope } = require('./codec.js')
 
 const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
 const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
+const REGISTRATION_WORD = 2 ** 31 // a watched word at or above: in the registrations view (src/binding/bus.rs)
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
 function* topicPatterns(topic) {
@@ -22,7 +23,12 @@ class Topics {
   #incoming
   #topics = new Map() // topic or pattern -> Set of callbacks
   #matching = new Map() // published topic -> the subscription entries it reaches (cleared on every change)
-  #watched = new Map() // topic this process publishes to -> { id, pairs } (see #targets)
+  #watched = new Map() // topic this process publishes to -> { id, pairs, words } (see #targets)
+  // The topic of the last envelope received, as bytes and as a string, with its callbacks: a
+  // stream on one topic then costs a byte comparison per message, not a string and a lookup.
+  #lastBytes = Buffer.alloc(0)
+  #lastTopic = ''
+  #lastCallbacks = null // null: look up again (subscriptions changed)
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -50,6 +56,7 @@ class Topics {
     const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
     set.add(entry)
     this.#matching.clear()
+    this.#lastCallbacks = null
     this.#incoming.update()
     let active = true
     return {
@@ -58,6 +65,7 @@ class Topics {
         active = false
         set.delete(entry)
         this.#matching.clear()
+        this.#lastCallbacks = null
         if (set.size === 0 && this.#topics.get(topic) === set) {
           this.#topics.delete(topic)
           if (!state.closed) state.native.topicUnsubscribe(topic)
@@ -124,19 +132,40 @@ class Topics {
 
   /**
    * The subscribers of `topic` now, `[index, generation, ...]` (not to be modified). Read from
-   * the segment on every publish, as before; for a topic published to before, the native side
-   * hands over a new array only when they changed.
+   * the segment on every publish, as before. For a topic published to before, the segment words
+   * they were derived from (the topic table's entry count, the subscriber bitmaps it looks up,
+   * the targets' owner words; `words` = [index, value, ...]) are read here through views of
+   * the mapping (the topic table, the endpoint slots), with Atomics, and the native side is asked again only when one of them changed:
+   * no N-API call per publish while the subscribers stay the same. Without a view (a runtime
+   * without external buffers), the native side compares them on every publish.
    */
   #targets(topic) {
     const native = this.#state.native
     let w = this.#watched.get(topic)
     if (w === undefined) {
       if (this.#watched.size >= WATCHED_MAX) return native.topicTargets(topic)
-      w = { id: native.topicWatch(topic), pairs: null } // throws for a bad topic
+      w = { id: native.topicWatch(topic), pairs: null, words: null } // throws for a bad topic
       this.#watched.set(topic, w)
     }
-    const changed = native.topicTargetsChanged(w.id)
-    if (changed != null) w.pairs = changed
+    const words = w.words
+    if (words !== null) {
+      const table = this.#state.topics
+      const slots = this.#state.registrations
+      let same = true
+      for (let i = 0; same && i < words.length; i += 2) {
+        const at = words[i]
+        same = (at < REGISTRATION_WORD ? Atomics.load(table, at) : Atomics.load(slots, at - REGISTRATION_WORD)) === words[i + 1]
+      }
+      if (same) return w.pairs
+    }
+    if (this.#state.topicsView() === null || this.#state.registrationsView() === null) {
+      const changed = native.topicTargetsChanged(w.id)
+      if (changed != null) w.pairs = changed
+      return w.pairs
+    }
+    const st = native.topicWatchState(w.id) // [n, ...n numbers of targets, ...words]
+    w.pairs = st.slice(1, 1 + st[0])
+    w.words = Uint32Array.from(st.slice(1 + st[0]))
     return w.pairs
   }
 
@@ -163,11 +192,22 @@ class Topics {
   /** Calls the callbacks of every subscription matching the topic envelope `b[start..end]`. */
   receive(from, b, start, end) {
     const state = this.#state
-    if (b.readUInt16LE(start) !== state.generation) return // meant for this index's previous holder
+    if ((b[start] | (b[start + 1] << 8)) !== state.generation) return // meant for this index's previous holder
     const kind = b[start + 2]
-    const topicEnd = start + 4 + b[start + 3]
-    const topic = b.toString('utf8', start + 4, topicEnd)
-    const callbacks = this.#matching.get(topic) ?? this.#match(topic)
+    const topicLength = b[start + 3]
+    const topicEnd = start + 4 + topicLength
+    let topic = this.#lastTopic
+    let callbacks = this.#lastCallbacks
+    const last = this.#lastBytes
+    let same = callbacks !== null && last.length === topicLength
+    for (let i = 0; same && i < topicLength; i++) same = last[i] === b[start + 4 + i]
+    if (!same) {
+      topic = b.toString('utf8', start + 4, topicEnd)
+      callbacks = this.#matching.get(topic) ?? this.#match(topic)
+      this.#lastBytes = Buffer.from(b.subarray(start + 4, topicEnd))
+      this.#lastTopic = topic
+      this.#lastCallbacks = callbacks
+    }
     if (callbacks.length === 0) return // unsubscribed while it was in flight
     const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
     let error = null

@@ -8,9 +8,10 @@
 //              also deliver to the primary, which is not a receiver in this benchmark).
 //   receive:   bus.subscribe(({ data }) => ...): the delivery thread wakes JS once per batch.
 //   topics:    bus.subscribe(topic, cb) in the subscribers, bus.tryPublish(topic, data) in the
-//              publisher; when it returns false (a ring full), bus.publish(topic, data) (a
-//              promise, at most 1024 in flight). Request/response: bus.respond(handler)
-//              and bus.request(to, data).
+//              publisher; when it returns false (a ring full), await bus.publish(topic, data),
+//              which waits for room (as write() falls back to await send(), and the socket
+//              awaits 'drain'). A library without tryPublish: bus.publish() with at most 1024
+//              in flight. Request/response: bus.respond(handler) and bus.request(to, data).
 // Variants: payload kind (buffer, string, value), spinMicros (the opt-in spinning receiver), and
 // `poll`: both sides busy-poll bus.read() on the JS thread (latency only; no wake-up at all).
 
@@ -86,11 +87,12 @@ async function open({ rank, variant }) {
       if (canTry && bus.tryPublish(topic, data)) return true
       slow++
       const want = subscribers.length
-      return pubs.track(
-        bus.publish(topic, data).then((n) => {
-          if (n !== want) throw new Error(`publish reached ${n} processes, expected ${want}`)
-        }),
-      )
+      const sent = bus.publish(topic, data).then((n) => {
+        if (n !== want) throw new Error(`publish reached ${n} processes, expected ${want}`)
+      })
+      // A ring is full: wait for room once, as documented for tryPublish(), rather than queue
+      // up to 1024 publishes on the sender thread, each settled by its own completion.
+      return canTry ? sent : pubs.track(sent)
     },
     // ---- request/response: bus.respond(handler) / bus.request(to, data) ----
     respond(fn) {

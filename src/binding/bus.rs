@@ -4,7 +4,7 @@
 //! semaphore.rs, region.rs and map.rs; pushed delivery (`start`) is in delivery.rs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -21,10 +21,39 @@ use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
 use crate::core::join;
-use crate::core::layout::Geometry;
+use crate::core::layout::{EndpointSlot, Geometry};
 use crate::core::semaphore::Waiter;
 use crate::core::topics::{TopicError, Topics};
 use crate::core::{Attach, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared};
+
+/// Marks a word of `topic_watch_state` as an index into `registrations_view`.
+const REGISTRATION_WORD: u32 = 1 << 31;
+
+/// An ArrayBuffer over `len` bytes of the mapping at `start`, which JS only reads: it holds an
+/// Arc of the mapping until V8 collects it, so it never reads unmapped memory. V8 counts its
+/// length as external memory (a reason to view a few words' region, never the whole mapping).
+/// None where the runtime would hand over a copy instead (no external buffers), or on a
+/// big-endian host (JS compares u64 words as two little-endian halves).
+///
+/// # Safety
+/// `start..start + len` must lie inside the mapping of `shared`.
+unsafe fn view<'env>(env: &'env Env, shared: &Arc<Shared>, start: *mut u8, len: usize) -> Option<ArrayBuffer<'env>> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    let copied = Arc::new(AtomicBool::new(false));
+    let flag = copied.clone();
+    // SAFETY: the range is inside the mapping (caller), which stays mapped while an Arc<Shared>
+    // lives: the finalize hint holds one until the buffer is collected.
+    let buffer = unsafe {
+        ArrayBuffer::from_external(env, start, len, shared.clone(), move |_, shared| {
+            flag.store(true, Ordering::SeqCst);
+            drop(shared);
+        })
+    };
+    // Finalized already: the runtime made a copy (no external buffers), useless here.
+    buffer.ok().filter(|_| !copied.load(Ordering::SeqCst))
+}
 
 type CompletionFn =
     ThreadsafeFunction<(u32, &'static str), Unknown<'static>, FnArgs<(u32, &'static str)>, Status, false, true>;
@@ -102,6 +131,57 @@ impl Inner {
             .filter_map(|i| shared.holder_info(i).map(|(g, _)| [i, g & 0xffff]))
             .flatten()
             .collect())
+    }
+
+    /// `[n, index, generation & 0xffff, ... (n numbers), word, value, word, value, ...]`: the
+    /// targets as `topic_targets`, computed from the values of the segment words that follow,
+    /// each read once, before the targets are derived from them: the table's entry count, the
+    /// subscriber bitmaps of the names `topic` looks up (the words of this cluster's endpoints),
+    /// and the owner word of each target. While none of them changes, the targets do not either.
+    /// A word is a u32 index into `topics_view`, or `REGISTRATION_WORD` + an index into
+    /// `registrations_view`.
+    fn topic_watch_state(&self, topic: &str) -> CodedResult<Vec<u32>> {
+        let t = self.topics()?;
+        if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
+            return Err(topic_error(TopicError::InvalidName));
+        }
+        let shared = self.ep.shared();
+        let endpoints = shared.geometry().endpoints;
+        let table = t.memory().0 as usize;
+        let word = |p: *const u8| ((p as usize - table) / 4) as u32;
+        let slots = shared.slot(0) as *const EndpointSlot as usize;
+        let w = t.watch(topic);
+        let mut words = vec![word(w.count as *const AtomicU32 as *const u8), w.count_seen];
+        let mut bits = vec![0u64; endpoints.div_ceil(64) as usize];
+        for bitmap in &w.bitmaps {
+            for (b, a) in bits.iter_mut().zip(bitmap.iter()) {
+                let v = a.load(Ordering::SeqCst);
+                *b |= v;
+                let at = word(a as *const AtomicU64 as *const u8);
+                words.extend([at, v as u32, at + 1, (v >> 32) as u32]); // little-endian halves
+            }
+        }
+        let mut out = vec![0];
+        for (k, &b) in bits.iter().enumerate() {
+            let mut rest = b;
+            while rest != 0 {
+                let i = k as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if i >= endpoints {
+                    continue;
+                }
+                let owner = &shared.slot(i).registration.owner;
+                let o = owner.load(Ordering::SeqCst);
+                let at = REGISTRATION_WORD + ((owner as *const AtomicU64 as usize - slots) / 4) as u32;
+                words.extend([at, o as u32, at + 1, (o >> 32) as u32]);
+                if o as u32 != 0 {
+                    out.extend([i, (o >> 32) as u32 & 0xffff]); // pid in the low half, generation above
+                }
+            }
+        }
+        out[0] = (out.len() - 1) as u32;
+        out.extend(words);
+        Ok(out)
     }
 
     fn commit_polled(&self) {
@@ -442,14 +522,34 @@ impl NativeBus {
         self.inner.ep.generation() & 0xffff
     }
 
-    /// `[generation & 0xffff, flags]` of the process holding `index`, or null when none does.
+    /// `(generation & 0xffff) + flags * 65536` of the process holding `index`, or -1 when none
+    /// does: one number, not an array (a request asks this once per call, a responder once per
+    /// request, and an array costs more to hand over than the lookup itself).
     #[napi]
-    pub fn holder_info(&self, index: u32) -> Option<Vec<u32>> {
+    pub fn holder_info(&self, index: u32) -> f64 {
         let shared = self.inner.ep.shared();
         (index < shared.geometry().endpoints)
             .then(|| shared.holder_info(index))
             .flatten()
-            .map(|(g, f)| vec![g & 0xffff, f])
+            .map_or(-1.0, |(g, f)| f64::from(g & 0xffff) + f64::from(f) * 65536.0)
+    }
+
+    /// `[owner, flags]`: u32 indices into `registrations_view` of the owner word (its low half;
+    /// the high half follows) and the flags word of endpoint `index`, what `holder_info` reads:
+    /// a requester reads them itself, without a call per request.
+    #[napi]
+    pub fn registration_words(&self, env: &Env, index: u32) -> Result<Vec<u32>> {
+        let shared = self.inner.ep.shared();
+        if index >= shared.geometry().endpoints {
+            return js(env, Err(coded("ERR_INDEX_OUT_OF_RANGE", "no such endpoint")));
+        }
+        let base = shared.slot(0) as *const EndpointSlot as usize;
+        let reg = &shared.slot(index).registration;
+        let word = |p: usize| ((p - base) / 4) as u32;
+        Ok(vec![
+            word(&reg.owner as *const AtomicU64 as usize),
+            word(&reg.flags as *const AtomicU32 as usize),
+        ])
     }
 
     /// Says whether this process answers requests (read by requesters before they send).
@@ -514,6 +614,42 @@ impl NativeBus {
             Ok(Some(now))
         })();
         js(env, r)
+    }
+
+    /// The watched topic `id`'s targets with the segment words they derive from (see
+    /// `Inner::topic_watch_state`): lib/topics.js reads those words through `segment_view` on
+    /// each publish and asks again only when one changed.
+    #[napi]
+    pub fn topic_watch_state(&self, env: &Env, id: u32) -> Result<Vec<u32>> {
+        let topic = lock(&self.inner.watched_topics)
+            .get(id as usize)
+            .map(|(t, _)| t.clone());
+        let r = match topic {
+            Some(topic) => self.inner.topic_watch_state(&topic),
+            None => Err(coded("ERR_INVALID_ARG", "unknown watched topic")),
+        };
+        js(env, r)
+    }
+
+    /// The endpoint slots (registrations) of the mapping as an ArrayBuffer, for reading with
+    /// Atomics the words `registration_words` and `topic_watch_state` name; null where it cannot
+    /// be a view of the memory itself (see `view`).
+    #[napi(ts_return_type = "ArrayBuffer | null")]
+    pub fn registrations_view<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>> {
+        let shared = self.inner.ep.shared();
+        let start = shared.slot(0) as *const EndpointSlot as *mut u8;
+        let len = shared.geometry().endpoints as usize * std::mem::size_of::<EndpointSlot>();
+        // SAFETY: the slots are `endpoints` contiguous EndpointSlots inside the mapping.
+        Ok(unsafe { view(env, shared, start, len) })
+    }
+
+    /// The topic table as an ArrayBuffer, for reading the words `topic_watch_state` names; null
+    /// where it cannot be a view of the memory itself (see `view`).
+    #[napi(ts_return_type = "ArrayBuffer | null")]
+    pub fn topics_view<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>> {
+        let (start, len) = js(env, self.inner.topics())?.memory();
+        // SAFETY: the table's memory lies inside the mapping (`Topics::memory`).
+        Ok(unsafe { view(env, self.inner.ep.shared(), start, len) })
     }
 
     /// Opens (creating on first use) the named semaphore of `permits` permits.

@@ -58,6 +58,13 @@ const ENTRY: usize = std::mem::size_of::<TopicEntry>();
 const SLOTS: usize = MAX_TOPICS * 2; // load factor <= 1/2
 const _: () = assert!(SLOTS.is_power_of_two() && ENTRY.is_multiple_of(64));
 
+/// See [`Topics::watch`]. Bit `i % 64` of word `i / 64` of a bitmap is endpoint `i`.
+pub struct TopicWatch<'a> {
+    pub count: &'a AtomicU32,
+    pub count_seen: u32,
+    pub bitmaps: Vec<&'a [AtomicU64]>,
+}
+
 /// Why a topic was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicError {
@@ -125,6 +132,11 @@ impl Topics {
             mem,
             me: ep.holder_word(),
         })
+    }
+
+    /// The table's memory (start, length): inside the mapping, alive as long as its `Shared`.
+    pub fn memory(&self) -> (*mut u8, usize) {
+        (self.mem.ptr, self.mem.size)
     }
 
     fn header(&self) -> &TopicsHeader {
@@ -222,28 +234,60 @@ impl Topics {
         }
     }
 
-    /// Endpoints subscribed to `topic` directly or through a pattern, ascending.
-    pub fn subscribers(&self, topic: &str) -> Vec<u32> {
-        let mut bits = [0u64; WORDS];
-        let mut add = |name: &[u8]| {
-            if let Some(e) = self.find(name) {
-                for (b, w) in bits.iter_mut().zip(&e.subscribers) {
-                    *b |= w.load(Ordering::SeqCst);
-                }
-            }
-        };
-        add(topic.as_bytes());
+    /// Calls `f` with every name a publish of `topic` looks up: `a.b.c`, `a.b.*`, `a.*`, `*`.
+    fn lookups(topic: &str, mut f: impl FnMut(&[u8])) {
+        f(topic.as_bytes());
         let mut pattern = Vec::with_capacity(topic.len() + 1);
         for (i, _) in topic.match_indices('.').rev() {
             pattern.clear();
             pattern.extend_from_slice(&topic.as_bytes()[..=i]);
             pattern.push(b'*');
-            add(&pattern);
+            f(&pattern);
         }
-        add(b"*");
-        (0..MAX_ENDPOINTS)
-            .filter(|&i| bits[i as usize / 64] & (1 << (i % 64)) != 0)
-            .collect()
+        f(b"*");
+    }
+
+    /// What `subscribers(topic)` is computed from, for a reader that watches it for changes
+    /// instead of asking each time: the table's entry count, read first (a name `topic` looks up
+    /// may be added later: the count changes), and the subscriber bitmaps of the names it looks
+    /// up that exist now (entries are never removed).
+    pub fn watch(&self, topic: &str) -> TopicWatch<'_> {
+        let count = &self.header().used;
+        let count_seen = count.load(Ordering::SeqCst);
+        let mut bitmaps = vec![];
+        Self::lookups(topic, |name| {
+            if let Some(e) = self.find(name) {
+                bitmaps.push(&e.subscribers[..]);
+            }
+        });
+        TopicWatch {
+            count,
+            count_seen,
+            bitmaps,
+        }
+    }
+
+    /// Endpoints subscribed to `topic` directly or through a pattern, ascending.
+    pub fn subscribers(&self, topic: &str) -> Vec<u32> {
+        let mut bits = [0u64; WORDS];
+        Self::lookups(topic, |name| {
+            if let Some(e) = self.find(name) {
+                for (b, w) in bits.iter_mut().zip(&e.subscribers) {
+                    *b |= w.load(Ordering::SeqCst);
+                }
+            }
+        });
+        // The set bits only (a publish asks this each time; testing all MAX_ENDPOINTS bits cost
+        // more than the lookups above).
+        let mut out = Vec::new();
+        for (w, &word) in bits.iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                out.push(w as u32 * 64 + rest.trailing_zeros());
+                rest &= rest - 1;
+            }
+        }
+        out
     }
 
     /// Drops every subscription of endpoint `index` (its holder is gone or replaced).
