@@ -188,11 +188,26 @@ test('a requester reading the responder\'s slot through the view sees a handler 
   const left = new Promise((resolve) => bus.once('detach', resolve))
   w0.close()
   await t.throwsAsync(bus.request(0, 3), { code: 'ERR_NOT_ATTACHED' }, 'the holder left: its owner word says so')
-  // (A request sent to a successor before the primary has handled its predecessor's 'detach'
-  // is rejected with ERR_PEER_GONE, as before this view: peerGone() goes by index alone.)
   await left
   const next = workerInit({ name: bus.name, index: 0 })
   t.teardown(() => next.close())
   next.respond((d) => d * 100)
   t.is(await bus.request(0, 3), 300, 'the new holder (new generation) answers')
+})
+
+test('a request sent to a successor before the requester handled its predecessor\'s departure is answered, not rejected with ERR_PEER_GONE', async (t) => {
+  const { bus, w0 } = trio(t)
+  w0.respond((d) => d * 10)
+  t.is(await bus.request(0, 3), 30)
+  bus.subscribe(() => {}) // delivery runs, so the primary will see index 0 change hands
+  // Within one turn: the holder leaves, a successor takes the index and answers, and the request
+  // goes out to it; the primary's delivery sees the change (detach, attach) only afterwards.
+  w0.close()
+  const next = workerInit({ name: bus.name, index: 0 })
+  t.teardown(() => next.close())
+  next.respond((d) => d * 100)
+  const answer = bus.request(0, 3, { timeout: 10_000 })
+  const detached = new Promise((resolve) => bus.once('detach', resolve))
+  t.is(await answer, 300, 'the successor answered the request sent to it')
+  t.is(await detached, 0, "the predecessor's departure was still reported")
 })

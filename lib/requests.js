@@ -89,7 +89,7 @@ class Requests {
           else resolve(value)
         }
         const deadline = performance.now() + timeout
-        this.#pending.set(id, { to: t, deadline, timeout, address: to, settle })
+        this.#pending.set(id, { to: t, generation, deadline, timeout, address: to, settle })
         if (this.#pending.size === 1) this.#timer?.ref()
         if (deadline < this.#timerAt) this.#arm(deadline)
         signal?.addEventListener('abort', onAbort, { once: true })
@@ -266,9 +266,15 @@ class Requests {
     pending.settle(err)
   }
 
-  /** The process at native index `from` left: what was asked of it gets no answer. */
+  /**
+   * A process at native index `from` left: what was asked of it gets no answer. Requests sent
+   * to the holder there now (a successor that attached before this event was handled, so the
+   * request carries its generation) are still answered by it.
+   */
   peerGone(from, address) {
-    for (const [, p] of this.#pending) if (p.to === from) p.settle(new ClusterShmError('ERR_PEER_GONE', `${address} left before answering`))
+    const holder = this.#holder(from)
+    const current = holder < 0 ? -1 : holder % 65536
+    for (const [, p] of this.#pending) if (p.to === from && p.generation !== current) p.settle(new ClusterShmError('ERR_PEER_GONE', `${address} left before answering`))
   }
 
   /** The bus is closing: every pending request rejects with ERR_CLOSED. */
