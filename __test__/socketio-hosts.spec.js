@@ -74,7 +74,9 @@ test('socket.io across two hosts bridged over Redis: broadcasts, heartbeats, fet
   const monitor = new Redis(s.redis.url)
   t.teardown(() => monitor.disconnect())
   const channels = new Map() // channel -> messages
-  monitor.on('pmessageBuffer', (_p, channel) => channels.set(channel.toString(), (channels.get(channel.toString()) ?? 0) + 1))
+  // A Redis message is a bridge batch: [version 2][host 16][first seq f64][count u32][...].
+  const messagesIn = (b) => (b[0] === 2 ? b.readUInt32LE(25) : NaN)
+  monitor.on('pmessageBuffer', (_p, channel, message) => channels.set(channel.toString(), (channels.get(channel.toString()) ?? 0) + messagesIn(message)))
   await monitor.psubscribe('*')
 
   // Heartbeats cross: every server counts the 4.
