@@ -20,6 +20,7 @@ use super::lock;
 use super::map::NativeMap;
 use super::region::NativeRegion;
 use super::semaphore::NativeSemaphore;
+use crate::core::endpoint::{owner_gen, owner_pid};
 use crate::core::join;
 use crate::core::layout::{EndpointSlot, Geometry};
 use crate::core::semaphore::Waiter;
@@ -174,8 +175,8 @@ impl Inner {
                 let o = owner.load(Ordering::SeqCst);
                 let at = REGISTRATION_WORD + ((owner as *const AtomicU64 as usize - slots) / 4) as u32;
                 words.extend([at, o as u32, at + 1, (o >> 32) as u32]);
-                if o as u32 != 0 {
-                    out.extend([i, (o >> 32) as u32 & 0xffff]); // pid in the low half, generation above
+                if owner_pid(o) != 0 {
+                    out.extend([i, owner_gen(o) & 0xffff]);
                 }
             }
         }

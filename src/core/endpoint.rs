@@ -83,10 +83,12 @@ pub struct Shared {
     creator: bool,
 }
 
-fn owner_pid(owner: u64) -> u32 {
+/// The PID half of an owner word (0: the index is free).
+pub fn owner_pid(owner: u64) -> u32 {
     owner as u32
 }
-fn owner_gen(owner: u64) -> u32 {
+/// The generation half of an owner word.
+pub fn owner_gen(owner: u64) -> u32 {
     (owner >> 32) as u32
 }
 fn owner(gen: u32, pid: u32) -> u64 {

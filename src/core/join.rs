@@ -275,15 +275,23 @@ pub fn join_observed(
     let name = segment_name(app);
     let deadline = Instant::now() + timeout;
     let mut stuck: Option<(u64, Instant)> = None; // (state word or !0 for size 0, since)
+    let mut again = 0u32; // rounds in a row that found the name vanishing
     loop {
         let why = match round(&name, geo, how, &mut stuck, at)? {
             Round::Joined(ep) => {
                 at(Stage::Joined);
                 return Ok(ep);
             }
-            Round::Again => continue,
+            // At once, a few times: the name vanishes briefly in a normal race. A name that
+            // keeps vanishing (another process creating and removing it) is waited out, bounded.
+            Round::Again if again < 8 && Instant::now() < deadline => {
+                again += 1;
+                continue;
+            }
+            Round::Again => "a segment name that keeps vanishing".to_owned(),
             Round::Wait(why) => why,
         };
+        again = 0;
         if Instant::now() >= deadline {
             return Err(JoinError::Timeout(why));
         }
@@ -442,14 +450,14 @@ pub fn cleanup(app: &str) -> bool {
 
 /// [`cleanup`] of the joined segment named `name` (`/cshm_j…`).
 pub fn cleanup_segment(name: &str) -> bool {
-    let name = name.to_owned();
-    let Ok(seg) = Segment::open(&name) else {
-        return Segment::open(&name).is_err();
+    let seg = match Segment::open(name) {
+        Ok(seg) => seg,
+        Err(e) => return matches!(e, OpenError::NotFound), // unreadable is not "removed"
     };
     let h = header(&seg);
     let w = h.join_state.load(Ordering::Acquire);
     let long_ago = Instant::now().checked_sub(STUCK).unwrap_or_else(Instant::now);
-    if tidy(&name, &seg, long_ago).is_none() {
+    if tidy(name, &seg, long_ago).is_none() {
         if let Ok(shared) = Shared::validate(seg) {
             if state(w) == LIVE && !any_live_member(&shared) {
                 if let Some(mine) = advance(shared.header(), w, CLOSING) {
@@ -458,7 +466,7 @@ pub fn cleanup_segment(name: &str) -> bool {
             }
         }
     }
-    matches!(Segment::open(&name), Err(OpenError::NotFound))
+    matches!(Segment::open(name), Err(OpenError::NotFound))
 }
 
 /// Whether the joined segment `shared` is left behind: no live process holds an index, and its

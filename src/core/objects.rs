@@ -85,6 +85,9 @@ pub fn lock_within(shared: &Shared, word: &AtomicU64, me: u64, bound: Option<std
     let mut spins: u32 = 0;
     let mut started: Option<std::time::Instant> = None;
     let mut next_check = std::time::Duration::from_millis(1);
+    // The holder last found running, and when: /proc is read again only after a few ms, not on
+    // every yield of the wait.
+    let mut running: Option<(u64, std::time::Instant)> = None;
     loop {
         let cur = word.load(Ordering::Relaxed);
         if is_free(cur) {
@@ -122,12 +125,24 @@ pub fn lock_within(shared: &Shared, word: &AtomicU64, me: u64, bound: Option<std
             // A holder that is not stopped is making progress, only slowed down on a busy machine
             // (preempted, or in a page fault): it gets up to STARVED_BOUND; a stopped one (or one
             // whose state is unknown) gets `b`.
-            if waited >= b && (waited >= STARVED_BOUND.max(b) || !holder_not_stopped(cur)) {
-                return None;
+            if waited >= b {
+                if waited >= STARVED_BOUND.max(b) {
+                    return None;
+                }
+                let seen = running.is_some_and(|(w, at)| w == cur && at.elapsed() < STATE_RECHECK);
+                if !seen {
+                    if !holder_not_stopped(cur) {
+                        return None;
+                    }
+                    running = Some((cur, std::time::Instant::now()));
+                }
             }
         }
     }
 }
+
+/// How long [`lock_within`] trusts that a holder it found running is still not stopped.
+const STATE_RECHECK: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How long [`lock_within`] waits at most for a holder that is not stopped.
 pub const STARVED_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
@@ -166,6 +181,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind an entry's word names, if any.
+    fn from_u32(k: u32) -> Option<Kind> {
+        [Kind::Semaphore, Kind::Region, Kind::Map, Kind::Topics]
+            .into_iter()
+            .find(|x| *x as u32 == k)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Semaphore => "semaphore",
@@ -322,17 +344,13 @@ pub fn open_or_create(
 }
 
 fn find(shared: &Arc<Shared>, kind: Kind, name: &str, params: [u64; 4]) -> Result<Option<ObjectMemory>, ObjectError> {
-    let heap = shared.geometry().heap_size;
     for i in 0..MAX_OBJECTS {
         let (state, k, n, p, offset, size) = read_entry(entry(shared, i));
         if state != READY || n != name.as_bytes() {
             continue;
         }
         if k != kind as u32 {
-            let other = [Kind::Semaphore, Kind::Region, Kind::Map, Kind::Topics]
-                .into_iter()
-                .find(|x| *x as u32 == k)
-                .map_or("unknown object", |x| x.name());
+            let other = Kind::from_u32(k).map_or("unknown object", |x| x.name());
             return Err(ObjectError::Mismatch(format!(
                 "\"{name}\" is a {other}, not a {}",
                 kind.name()
@@ -344,35 +362,41 @@ fn find(shared: &Arc<Shared>, kind: Kind, name: &str, params: [u64; 4]) -> Resul
                 kind.name()
             )));
         }
-        if offset.checked_add(size).is_none_or(|end| end > heap) {
-            return Err(ObjectError::Corrupt);
-        }
-        // SAFETY: offset + size <= heap_size (checked above) inside the validated mapping.
-        let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
-        return Ok(Some(ObjectMemory {
-            shared: shared.clone(),
-            ptr,
-            size: size as usize,
-            params,
-        }));
+        return memory_at(shared, offset, size, params)
+            .map(Some)
+            .ok_or(ObjectError::Corrupt);
     }
     Ok(None)
 }
 
+/// The memory of an object at heap `offset`, `size` bytes, as an entry of the table says: None
+/// unless it lies inside the heap and starts on a cache line (the table is shared memory, so
+/// untrusted; every object's header is read through atomics, which must be aligned).
+fn memory_at(shared: &Arc<Shared>, offset: u64, size: u64, params: [u64; 4]) -> Option<ObjectMemory> {
+    let heap = shared.geometry().heap_size;
+    debug_assert_eq!(shared.geometry().heap_offset() % LINE, 0);
+    if !offset.is_multiple_of(LINE as u64) || offset.checked_add(size).is_none_or(|end| end > heap) {
+        return None;
+    }
+    // SAFETY: offset + size <= heap_size (checked above), inside the validated mapping; the
+    // heap starts on a cache line, so `ptr` is LINE-aligned.
+    let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
+    Some(ObjectMemory {
+        shared: shared.clone(),
+        ptr,
+        size: size as usize,
+        params,
+    })
+}
+
 /// Calls `f` with the memory of every object of `kind` (for recovery sweeps).
 pub fn for_each(shared: &Arc<Shared>, kind: Kind, mut f: impl FnMut(ObjectMemory)) {
-    let heap = shared.geometry().heap_size;
     for i in 0..MAX_OBJECTS {
         let (state, k, _, params, offset, size) = read_entry(entry(shared, i));
-        if state == READY && k == kind as u32 && offset.checked_add(size).is_some_and(|end| end <= heap) {
-            // SAFETY: bounds checked above.
-            let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
-            f(ObjectMemory {
-                shared: shared.clone(),
-                ptr,
-                size: size as usize,
-                params,
-            });
+        if state == READY && k == kind as u32 {
+            if let Some(mem) = memory_at(shared, offset, size, params) {
+                f(mem);
+            }
         }
     }
 }
@@ -380,23 +404,14 @@ pub fn for_each(shared: &Arc<Shared>, kind: Kind, mut f: impl FnMut(ObjectMemory
 /// Every named object: its kind, name and memory (loads only: works on a read-only mapping).
 /// Entries of an unknown kind or outside the heap are left out.
 pub fn entries(shared: &Arc<Shared>) -> Vec<(Kind, String, ObjectMemory)> {
-    let heap = shared.geometry().heap_size;
-    let kinds = [Kind::Semaphore, Kind::Region, Kind::Map, Kind::Topics];
     (0..MAX_OBJECTS)
         .filter_map(|i| {
             let (state, k, name, params, offset, size) = read_entry(entry(shared, i));
-            let kind = kinds.into_iter().find(|x| *x as u32 == k)?;
-            if state != READY || offset.checked_add(size).is_none_or(|end| end > heap) {
+            if state != READY {
                 return None;
             }
-            // SAFETY: offset + size <= heap_size (checked above) inside the validated mapping.
-            let ptr = unsafe { shared.base().add(shared.geometry().heap_offset() + offset as usize) };
-            let mem = ObjectMemory {
-                shared: shared.clone(),
-                ptr,
-                size: size as usize,
-                params,
-            };
+            let kind = Kind::from_u32(k)?;
+            let mem = memory_at(shared, offset, size, params)?;
             Some((kind, String::from_utf8_lossy(&name).into_owned(), mem))
         })
         .collect()
