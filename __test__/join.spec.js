@@ -78,8 +78,10 @@ test('join() in this process: peers, PRIMARY, mismatch with both values, a held 
   const name = appName('api')
   const opts = { name, workers: 3, ringSize: 1 << 16, heapSize: 1 << 20 }
   const a = join(opts)
-  const b = join({ ...opts, index: 2 })
+  const b = join({ ...opts, index: 2, maxQueuedBytes: 1 << 20 })
   t.teardown(() => (a.close(), b.close()))
+  t.is(a.maxQueuedBytes, 64 * 1024 * 1024, 'the default high-water mark of send(), as in a cluster')
+  t.is(b.maxQueuedBytes, 1 << 20, 'the maxQueuedBytes option')
   t.is(a.index, 0)
   t.is(b.index, 2)
   t.deepEqual(a.peers(), [2])

@@ -82,8 +82,13 @@ test.serial('stats() in one process: backpressure counts as full, staged writes 
   let got = 0
   b.subscribe(() => got++)
   await pending
-  await new Promise((r) => setTimeout(r, 50))
-  const after = a.stats().peers.find((p) => p.address === 0).to
+  const toZero = () => a.stats().peers.find((p) => p.address === 0).to
+  for (const end = Date.now() + 5000; Date.now() < end; ) {
+    const now = toZero()
+    if (now.read === now.written && got === now.read) break
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  const after = toZero()
   t.is(after.read, after.written)
   t.is(got, after.read)
   t.is(after.fill, 0)

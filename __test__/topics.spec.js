@@ -10,7 +10,7 @@ const path = require('node:path')
 const test = require('ava')
 
 const { masterInit, workerInit, PRIMARY, RemoteError, ClusterShmError } = require('..')
-const { startCluster, runCluster, assertCleanExit, problems, SHM_DIR } = require('./helpers/harness')
+const { startCluster, runCluster, runClean, assertCleanExit, problems, SHM_DIR } = require('./helpers/harness')
 
 const noProblems = (t, r) => t.deepEqual(problems(r), [], 'no error, watchdog or stray output in the fixture')
 const sortNum = (a) => [...a].sort((x, y) => x - y)
@@ -451,9 +451,7 @@ test.serial('RemoteError is exported and carries message, code and from', async 
 
 test.serial('publish, request and response longer than one frame (1.5 MiB bytes, 1.5 MB strings), to one and to two subscribers', async (t) => {
   t.timeout(60_000)
-  const r = await runCluster('topics-large', [])
-  assertCleanExit(t, r)
-  noProblems(t, r)
+  const r = await runClean(t, 'topics-large', [])
   const buffer = { buffer: 1.5 * 1024 * 1024, right: true }
   const string = { string: 512 * 1024, right: true }
   const published = r.messages.find((m) => m.event === 'published')

@@ -185,10 +185,11 @@ test('a requester reading the responder\'s slot through the view sees a handler 
   w0.respond((d) => d * 10)
   t.is(await bus.request(0, 3), 30)
   bus.subscribe(() => {}) // delivery keeps running, so the primary sees w0 leave ('detach')
-  const left = new Promise((resolve) => bus.once('detach', resolve))
+  let left = false
+  bus.once('detach', () => (left = true))
   w0.close()
   await t.throwsAsync(bus.request(0, 3), { code: 'ERR_NOT_ATTACHED' }, 'the holder left: its owner word says so')
-  await left
+  await until(() => left, "w0's 'detach'")
   const next = workerInit({ name: bus.name, index: 0 })
   t.teardown(() => next.close())
   next.respond((d) => d * 100)
@@ -207,7 +208,9 @@ test('a request sent to a successor before the requester handled its predecessor
   t.teardown(() => next.close())
   next.respond((d) => d * 100)
   const answer = bus.request(0, 3, { timeout: 10_000 })
-  const detached = new Promise((resolve) => bus.once('detach', resolve))
+  let detached
+  bus.once('detach', (address) => (detached = address))
   t.is(await answer, 300, 'the successor answered the request sent to it')
-  t.is(await detached, 0, "the predecessor's departure was still reported")
+  await until(() => detached !== undefined, "the predecessor's 'detach'")
+  t.is(detached, 0, "the predecessor's departure was still reported")
 })

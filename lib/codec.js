@@ -26,21 +26,13 @@ const CLOSED = 20
 const RECORD_HEADER = 8
 const RECORD_LARGE = 1 // record flag: the payload is the batch's next large buffer
 
-function isUint8(data) {
-  return isPayloadBytes(data)
-}
-
-function bytesOf(payload) {
-  return typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-}
-
 /**
  * Returns [kind, payload]: a string stays a string (written without a Buffer in between), and
  * so does the JSON text of a value that JSON carries exactly.
  */
 function encode(data) {
   if (typeof data === 'string') return [UTF8, data]
-  if (isUint8(data)) return [BYTES, data]
+  if (isPayloadBytes(data)) return [BYTES, data]
   try {
     return jsonExact(data) ? [JSON_TEXT, JSON.stringify(data)] : [VALUE, v8.serialize(data)]
   } catch (err) {
@@ -118,8 +110,6 @@ module.exports = {
   CLOSED,
   RECORD_HEADER,
   RECORD_LARGE,
-  isUint8,
-  bytesOf,
   encode,
   decode,
   isMessage,

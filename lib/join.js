@@ -7,7 +7,7 @@
 
 const native = require('../binding.js')
 const { fail } = require('./errors.js')
-const { MAX_WORKERS, checkInt, checkOptions } = require('./options.js')
+const { MAX_WORKERS, checkInt, checkOptions, checkQueueLimit } = require('./options.js')
 const { cleanUpOnSignals } = require('./process.js')
 const { Bus } = require('./bus.js')
 const { segmentOptions } = require('./cluster.js')
@@ -37,7 +37,7 @@ function join(options) {
   const index = wantedIndex(options)
   const timeout = checkInt('timeout', options.timeout ?? 10000, 0, 2 ** 31 - 1)
   const handle = native.joinCluster(name, workers, ringSize, heapSize, index, timeout)
-  const bus = new Bus(handle, spin)
+  const bus = new Bus(handle, spin, checkQueueLimit(options))
   const reaper = setInterval(() => native.reapDead(handle), REAP_INTERVAL).unref()
   bus.once('close', () => clearInterval(reaper))
   cleanUpOnSignals(bus)

@@ -56,7 +56,8 @@ function busStats(native, snapshot, local) {
   const me = native.index
   const primary = snapshot.endpoints - 1
   const address = (i) => (i === primary ? PRIMARY : i)
-  const ringOf = (from, to) => cluster.rings.find((r) => r.from === address(from) && r.to === address(to))
+  const rings = new Map(cluster.rings.map((r) => [`${r.from}>${r.to}`, r]))
+  const ringOf = (from, to) => rings.get(`${address(from)}>${address(to)}`)
   const mine = cluster.processes[me]
   const self = { address: address(me), pid: mine.pid, generation: mine.generation, ...local }
   const peers = cluster.processes
