@@ -10,7 +10,8 @@
 //   node bench/bridge.js [--messages=N] [--rounds=R]   (needs redis-server on the PATH and ioredis)
 // R rounds (default 3), the two cases alternating; the ratios of each round and their medians.
 // BENCH_CPU_PROF=<dir>: runs the bridge case alone, every process writing a V8 CPU profile there
-// (--cpu-prof), and prints its figures (results/bridge.json is left alone).
+// (--cpu-prof), and prints its figures (results/bridge.json is left alone). BENCH_ONLY=bridge or
+// BENCH_ONLY=ioredis runs that case alone in every round (for profiling with perf; no ratios).
 
 const cluster = require('node:cluster')
 const fs = require('node:fs')
@@ -254,10 +255,11 @@ async function main() {
     const rows = []
     for (let round = 1; round <= rounds; round++) {
       const pair = []
-      for (const mech of ['bridge', 'ioredis']) pair.push({ round, ...(await runCase(mech, redis, client, n)) })
+      for (const mech of process.env.BENCH_ONLY ? [process.env.BENCH_ONLY] : ['bridge', 'ioredis']) pair.push({ round, ...(await runCase(mech, redis, client, n)) })
       printRound(round, pair)
       rows.push(...pair)
     }
+    if (process.env.BENCH_ONLY) return // one case: no ratios, no results file
     // The ratios bridge / ioredis of each round (its two cases ran back to back, under about the
     // same load), and their medians; the medians of each case's own figures for reference.
     const medians = {}

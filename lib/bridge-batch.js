@@ -7,8 +7,6 @@
 // The messages are numbered first .. first + count - 1 in the host's outbound sequence. Batching
 // divides what Redis and the client library spend per message by the batch size.
 
-const { UTF8, encode } = require('./codec.js')
-
 const VERSION = 2
 const HOST_BYTES = 16
 const SEQ_AT = 1 + HOST_BYTES
@@ -26,23 +24,20 @@ class BatchWriter {
   topic = null
   count = 0
 
-  /** Appends the message `data` (of `topic`); false when the batch has no room for it (take() first). */
-  add(topic, data) {
-    let kind = UTF8
-    let payload = data
-    if (typeof data !== 'string') [kind, payload] = encode(data)
-    let most = typeof payload === 'string' ? payload.length * 3 : payload.length
+  /**
+   * Appends a message of `topic` as the segment carries it (codec `kind`, payload
+   * bytes[start..end]); false when the batch has no room for it (take() first).
+   */
+  add(topic, kind, bytes, start, end) {
+    const n = end - start
     let at = this.#used + ENTRY_HEAD
-    if (at + most > this.#buf.length) {
-      if (typeof payload === 'string') most = Buffer.byteLength(payload)
-      if (at + most > this.#buf.length) {
-        if (this.count > 0) return false
-        this.#buf = Buffer.allocUnsafe(HEAD + ENTRY_HEAD + most) // a batch of one large message
-        at = HEAD + ENTRY_HEAD
-      }
+    if (at + n > this.#buf.length) {
+      if (this.count > 0) return false
+      this.#buf = Buffer.allocUnsafe(HEAD + ENTRY_HEAD + n) // a batch of one large message
+      at = HEAD + ENTRY_HEAD
     }
     const buf = this.#buf
-    const n = typeof payload === 'string' ? buf.write(payload, at, 'utf8') : (buf.set(payload, at), payload.length)
+    bytes.copy(buf, at, start, end)
     buf[at - ENTRY_HEAD] = kind
     buf.writeUInt32LE(n, at - 4)
     this.#used = at + n

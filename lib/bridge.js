@@ -16,7 +16,7 @@ const cluster = require('node:cluster')
 const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const { fail } = require('./errors.js')
-const { decode } = require('./codec.js')
+const { BYTES, UTF8, decode, isMessage } = require('./codec.js')
 const { RedisTransport } = require('./bridge-redis.js')
 const { BatchWriter, BatchReader, stamp, HOST_BYTES } = require('./bridge-batch.js')
 
@@ -43,6 +43,7 @@ function normalizeTopics(topics) {
 
 class Bridge extends EventEmitter {
   #bus
+  #busTopics // the bus's lib/topics.js Topics: subscribeEncoded() and inject()
   #topics
   #transport
   #maxQueue
@@ -66,13 +67,12 @@ class Bridge extends EventEmitter {
   #reader = new BatchReader()
   #subs = []
   #timers = []
-  #injecting = 0 // > 0 while this process's own delivery of an injected message runs
   #downTimer = null
   #lost = new Map() // cause -> count not yet reported
   #lostTimer = null
   stats = { sent: 0, received: 0, lost: 0 }
 
-  constructor(bus, options) {
+  constructor(bus, busTopics, options) {
     super()
     if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', 'bridge options must be an object')
     const prefix = options.prefix ?? 'cluster-shm:'
@@ -82,6 +82,7 @@ class Bridge extends EventEmitter {
     this.#downAfter = checkCount('downAfter', options.downAfter ?? 2_000)
     this.#transport = new RedisTransport(options.redis, prefix)
     this.#bus = bus
+    this.#busTopics = busTopics
     // In a cluster the primary is the candidate by default; a worker bridges only when asked.
     const candidate = options.candidate ?? !cluster.isWorker
     if (typeof candidate !== 'boolean') fail('ERR_INVALID_ARG', 'candidate must be a boolean')
@@ -139,7 +140,7 @@ class Bridge extends EventEmitter {
     }
     this.#heartbeat()
     this.#timers.push(setInterval(() => this.#heartbeat(), HEARTBEAT_MS).unref())
-    for (const t of this.#topics) this.#subs.push(bus.subscribe(t, (m) => this.#outbound(m)))
+    for (const t of this.#topics) this.#subs.push(this.#busTopics.subscribeEncoded(t, this.#outbound))
     this.#transport.start(this.#topics, {
       onMessage: (topic, bytes) => this.#inbound(topic, bytes),
       onState: (up) => this.#state(up),
@@ -155,17 +156,17 @@ class Bridge extends EventEmitter {
     this.#region.write(BEAT_AT, b)
   }
 
-  #outbound({ from, topic, data }) {
-    if (from === this.#bus.index && this.#injecting > 0) return // injected by this bridge: no echo
+  /** A local publish on a bridged topic (what came from other hosts is never passed here: no echo). */
+  #outbound = (from, topic, kind, bytes, start, end) => {
     if (!this.#transport.ready) return this.#report('redis-down', 1)
     const batch = this.#batch
     // The bound counts messages: those waiting for Redis and those of the open batch.
     if (this.#queued + batch.count >= this.#maxQueue) return this.#report('queue-full', 1)
     // A batch holds one topic; a message of another topic closes it, so the order holds.
     if (batch.count > 0 && batch.topic !== topic) this.#close()
-    if (!batch.add(topic, data)) {
+    if (!batch.add(topic, kind, bytes, start, end)) {
       this.#close()
-      batch.add(topic, data)
+      batch.add(topic, kind, bytes, start, end)
     }
     if (!this.#pumping) {
       this.#pumping = true
@@ -250,34 +251,28 @@ class Bridge extends EventEmitter {
     last = first + r.count - 1
     this.#last.set(origin, last)
     this.#remember(origin, last)
-    const bus = this.#bus
-    // This process receives its own publishes on a later turn (setImmediate, in order): the two
-    // markers around the batch tell #outbound that those deliveries are the injected ones.
-    setImmediate(this.#injectStart)
+    const topics = this.#busTopics
     let malformed = 0
     while (r.next()) {
-      let data
-      try {
-        data = decode(r.kind, bytes, r.start, r.end)
-      } catch {
+      // Strings and bytes are anything; JSON and v8 values are decoded once here so that what
+      // does not decode (Redis input is untrusted) never reaches a subscriber.
+      if (r.kind !== UTF8 && r.kind !== BYTES && !decodes(r.kind, bytes, r.start, r.end)) {
         malformed++
         continue
       }
       this.stats.received++
       try {
         // Straight into the rings when they have room; else queued behind, in order.
-        if (!bus.tryPublish(topic, data)) bus.publish(topic, data).catch(this.#injectFailed)
+        const sent = topics.inject(topic, r.kind, bytes, r.start, r.end)
+        if (sent !== true) sent.catch(this.#injectFailed)
       } catch {
         this.#injectFailed()
       }
     }
-    setImmediate(this.#injectEnd)
     malformed += r.count - r.read
     if (malformed > 0) this.#report('malformed', malformed)
   }
 
-  #injectStart = () => this.#injecting++
-  #injectEnd = () => this.#injecting--
   #injectFailed = () => this.#report('closed', 1)
 
   #connected = false
@@ -353,6 +348,17 @@ class Bridge extends EventEmitter {
     this.#active = false
     if (this.#permit !== null && !this.#bus.closed) this.#permit.release()
     this.emit('close')
+  }
+}
+
+/** Whether the payload bytes[start..end] is a message of codec `kind` that decodes. */
+function decodes(kind, bytes, start, end) {
+  if (!isMessage(kind)) return false
+  try {
+    decode(kind, bytes, start, end)
+    return true
+  } catch {
+    return false
   }
 }
 

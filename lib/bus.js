@@ -250,7 +250,7 @@ class Bus extends EventEmitter {
   /** Bridges `topics` to other hosts over Redis (lib/bridge.js); returns the Bridge handle. */
   bridge(options) {
     if (this.#state.closed) fail('ERR_CLOSED', 'the bus is closed')
-    return new (require('./bridge.js').Bridge)(this, options)
+    return new (require('./bridge.js').Bridge)(this, this.#topics, options)
   }
 
   /**

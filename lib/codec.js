@@ -13,7 +13,10 @@ const UTF8 = 2
 const VALUE = 3
 // Envelopes for a process (not a mailbox) start with the receiver's generation (u16 LE): a
 // successor at the same index drops what was meant for its predecessor.
-const TOPIC = 5 // [generation u16][kind u8][topic length u8][topic][data]
+const TOPIC = 5 // [generation u16][kind u8 | REMOTE][topic length u8][topic][data]
+// On a topic envelope's kind: the message came from another host through the bridge
+// (lib/bridge.js), which must not send it out again.
+const REMOTE = 0x80
 const REQUEST = 6 // [generation u16][kind u8][0 u8][id u32][method length u16][requester's generation u16][method][data]
 const RESPONSE = 7 // [generation u16][kind u8][status u8: 0 ok, 1 error][id u32][data]
 // A value that JSON carries exactly (lib/json-codec.js) as UTF-8 JSON text; others go as VALUE.
@@ -100,6 +103,7 @@ module.exports = {
   UTF8,
   VALUE,
   TOPIC,
+  REMOTE,
   REQUEST,
   RESPONSE,
   JSON_TEXT,

@@ -4,7 +4,7 @@
 
 const { fail } = require('./errors.js')
 const { checkTimeoutOption } = require('./options.js')
-const { TOPIC, encode, decode, envelope } = require('./codec.js')
+const { TOPIC, REMOTE, encode, decode, envelope } = require('./codec.js')
 
 const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
 const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
@@ -41,8 +41,21 @@ class Topics {
     return this.#topics.size > 0
   }
 
-  /** Bus#subscribe(topic, callback). */
+  /** Bus#subscribe(topic, callback): `callback({ from, topic, data })`. */
   subscribe(topic, callback) {
+    return this.#add(topic, callback, false)
+  }
+
+  /**
+   * For the bridge (lib/bridge.js): `callback(from, topic, kind, bytes, start, end)` with each
+   * message as the segment carries it (codec kind, payload bytes[start..end]), not decoded; a
+   * message that arrived from another host (injected, flagged REMOTE) is not passed to it.
+   */
+  subscribeEncoded(topic, callback) {
+    return this.#add(topic, callback, true)
+  }
+
+  #add(topic, callback, encoded) {
     if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
     if (typeof callback !== 'function') fail('ERR_INVALID_ARG', 'callback must be a function')
     const state = this.#state
@@ -53,7 +66,7 @@ class Topics {
       set = new Set()
       this.#topics.set(topic, set)
     }
-    const entry = { callback } // one entry per subscribe() call, so the same callback can be added twice
+    const entry = { callback, encoded } // one entry per subscribe() call, so the same callback can be added twice
     set.add(entry)
     this.#matching.clear()
     this.#lastCallbacks = null
@@ -80,16 +93,7 @@ class Topics {
     try {
       const timeout = checkTimeoutOption(options)
       const [pairs, env] = this.#prepare(topic, data)
-      const targets = []
-      const generations = []
-      let self = 0
-      for (let i = 0; i < pairs.length; i += 2) {
-        if (pairs[i] === this.#state.self) self = 1
-        else targets.push(pairs[i]), generations.push(pairs[i + 1])
-      }
-      if (self) this.#toSelf(env)
-      const sent = this.#outgoing.fanOut(targets, TOPIC, env, timeout, generations)
-      return self ? sent.then((n) => n + 1) : sent
+      return this.#fanOut(pairs, env, timeout, true)
     } catch (err) {
       return Promise.reject(err)
     }
@@ -101,12 +105,35 @@ class Topics {
    */
   tryPublish(topic, data) {
     const [pairs, env] = this.#prepare(topic, data)
+    return this.#tryWrite(pairs, env, true)
+  }
+
+  /**
+   * For the bridge: publishes a message from another host, already encoded (codec `kind`,
+   * payload bytes[start..end]), flagged REMOTE so that no bridge sends it out again. Written now
+   * when every ring has room (returns true), else queued behind (returns publish()'s promise).
+   * This process's own subscriptions get it only if one of them is not the bridge's.
+   */
+  inject(topic, kind, bytes, start, end) {
+    if (typeof topic !== 'string') fail('ERR_INVALID_ARG', 'topic must be a string')
+    if (this.#state.closed) fail('ERR_CLOSED', 'the bus is closed')
+    const pairs = this.#targets(topic)
+    const [env, topicLength] = envelope(4, topic, bytes.subarray(start, end))
+    env[2] = kind | REMOTE
+    env[3] = topicLength
+    const self = (this.#matching.get(topic) ?? this.#match(topic)).some((entry) => !entry.encoded)
+    return this.#tryWrite(pairs, env, self) || this.#fanOut(pairs, env, undefined, self)
+  }
+
+  /** The envelope to every target in `pairs` now, or to none (false). `self`: to this process too, if subscribed. */
+  #tryWrite(pairs, env, self) {
     const state = this.#state
     const outgoing = this.#outgoing
     for (let i = 0; i < pairs.length; i += 2) if (pairs[i] !== state.self && !outgoing.room(pairs[i], env.length)) return false
     for (let i = 0; i < pairs.length; i += 2) {
-      if (pairs[i] === state.self) this.#toSelf(env)
-      else {
+      if (pairs[i] === state.self) {
+        if (self) this.#toSelf(env)
+      } else {
         env[0] = pairs[i + 1] & 0xff
         env[1] = pairs[i + 1] >>> 8
         // room() said it fits; should write() still refuse (a ring found corrupt), queue it
@@ -115,6 +142,20 @@ class Topics {
       }
     }
     return true
+  }
+
+  /** The envelope to every target in `pairs`, waiting for room; resolves with how many processes got it. */
+  #fanOut(pairs, env, timeout, self) {
+    const targets = []
+    const generations = []
+    let mine = 0
+    for (let i = 0; i < pairs.length; i += 2) {
+      if (pairs[i] === this.#state.self) mine = self ? 1 : 0
+      else targets.push(pairs[i]), generations.push(pairs[i + 1])
+    }
+    if (mine) this.#toSelf(env)
+    const sent = this.#outgoing.fanOut(targets, TOPIC, env, timeout, generations)
+    return mine ? sent.then((n) => n + 1) : sent
   }
 
   /** The subscribers ([index, generation, ...]) and the envelope (a reused buffer: write it out at once). */
@@ -193,7 +234,7 @@ class Topics {
   receive(from, b, start, end) {
     const state = this.#state
     if ((b[start] | (b[start + 1] << 8)) !== state.generation) return // meant for this index's previous holder
-    const kind = b[start + 2]
+    const flags = b[start + 2] // the codec kind, with REMOTE
     const topicLength = b[start + 3]
     const topicEnd = start + 4 + topicLength
     let topic = this.#lastTopic
@@ -209,11 +250,14 @@ class Topics {
       this.#lastCallbacks = callbacks
     }
     if (callbacks.length === 0) return // unsubscribed while it was in flight
-    const msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
+    const remote = (flags & REMOTE) !== 0
+    const kind = flags & ~REMOTE
+    let msg = null // decoded once, for the first callback that wants it
     let error = null
-    for (const { callback } of callbacks) {
+    for (const { callback, encoded } of callbacks) {
       try {
-        callback(msg)
+        if (!encoded) callback((msg ??= { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }))
+        else if (!remote) callback(from, topic, kind, b, topicEnd, end)
       } catch (err) {
         error ??= err
       }
