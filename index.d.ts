@@ -122,7 +122,7 @@ export interface BridgeOptions {
   prefix?: string
   /** Whether this process competes to bridge: default true in a cluster's primary and outside a cluster, false in a cluster worker. */
   candidate?: boolean
-  /** Most messages (not batches) waiting for Redis: batched but not sent, or sent and not confirmed; beyond, they are dropped and reported (default 10000). */
+  /** Most messages (not batches) waiting for Redis: batched but not sent, or sent and not confirmed; beyond, they are dropped and reported (default 32768). */
   maxQueue?: number
   /** Milliseconds after which a connection still down is reported with 'down' (default 2000). */
   downAfter?: number

@@ -277,6 +277,57 @@ test('a burst published in one turn crosses in few Redis messages, split at 64 K
   t.true(envelopes.size <= n / 10, 'batched: far fewer Redis messages than messages')
 })
 
+/** A bridge envelope built here (see unpack): `entries` = [[kind, Buffer], ...]; `count` may lie. */
+function pack(host, first, entries, count = entries.length) {
+  const head = Buffer.alloc(29)
+  head[0] = 2
+  host.copy(head, 1)
+  head.writeDoubleLE(first, 17)
+  head.writeUInt32LE(count, 25)
+  const parts = [head]
+  for (const [kind, payload] of entries) {
+    const h = Buffer.alloc(5)
+    h[0] = kind
+    h.writeUInt32LE(payload.length, 1)
+    parts.push(h, payload)
+  }
+  return Buffer.concat(parts)
+}
+
+test('what Redis carries is untrusted: garbage, undecodable values and short envelopes are reported as malformed, never delivered, and the rest arrives', async (t) => {
+  const redis = await startRedis(t)
+  const env = { REDIS_URL: redis.url }
+  const recv = startCluster('bridge-host.js', ['B', 'receive'], { timeout: 60_000, env, t })
+  await recv.waitFor('ready')
+  const pub = new Redis(redis.url)
+  t.teardown(() => pub.disconnect())
+  await until(async () => (await pub.pubsub('NUMPAT')) >= 1, 'the receiving bridge subscribed')
+  const host = Buffer.alloc(16, 7)
+  const utf8 = (s) => [2, Buffer.from(s)]
+  await pub.publish('cluster-shm:room.s', Buffer.from('not an envelope')) // 1 malformed
+  // 2, 3 and 4 are malformed: a v8 value that does not deserialize, JSON that does not parse, a
+  // frame kind that is no message (a topic envelope).
+  await pub.publish('cluster-shm:room.s', pack(host, 1, [utf8('ok:1'), [3, Buffer.from([0xff, 0x0f, 0x99])], [8, Buffer.from('{not json')], [5, Buffer.from('x')], utf8('ok:2')]))
+  // Says 3 messages, holds 1: 2 malformed.
+  await pub.publish('cluster-shm:room.s', pack(host, 6, [utf8('ok:3')], 3))
+  const counts = []
+  for (;;) {
+    recv.command({ cmd: 'count' })
+    const c = await recv.waitFor((m) => m.event === 'count' && recv.events('count').length > counts.length)
+    counts.push(c.n)
+    if (c.n >= 3 || counts.length > 100) break
+    await sleep(100)
+  }
+  await sleep(300) // a 'lost' event is sent within 100 ms of the loss
+  recv.command({ cmd: 'stop' })
+  const r = await recv.done
+  assertCleanExit(t, r)
+  noErrors(t, r)
+  t.deepEqual(r.events('got')[0].got, ['ok:1', 'ok:2', 'ok:3'], 'the well-formed messages, once, in order')
+  t.is(sum(lostOf(r, 'malformed')), 6, 'every malformed message counted')
+  t.deepEqual(lostOf(r, 'gap'), [], 'no gap: the envelopes were numbered without one')
+})
+
 test('bridge() checks its options', (t) => {
   const { masterInit } = require('..')
   const bus = masterInit({ workers: 1, ringSize: 4096 })

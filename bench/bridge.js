@@ -257,6 +257,7 @@ async function main() {
       const pair = []
       for (const mech of process.env.BENCH_ONLY ? [process.env.BENCH_ONLY] : ['bridge', 'ioredis']) pair.push({ round, ...(await runCase(mech, redis, client, n)) })
       printRound(round, pair)
+      for (const x of pair) if (x.lost > 0) console.log(`  ${x.mech} lost by cause (host A, host B): ${JSON.stringify(x.lostByCause)}`)
       rows.push(...pair)
     }
     if (process.env.BENCH_ONLY) return // one case: no ratios, no results file

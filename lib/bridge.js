@@ -29,6 +29,10 @@ const HEARTBEAT_MS = 100
 // Outbound batches sent and not yet confirmed, at most. A batch that is not full leaves only
 // when none is (as Nagle's algorithm does): the slower Redis answers, the larger the batches.
 const BATCHES_IN_FLIGHT = 4
+// Default bound of the outbound queue, in messages: two delivery batches (a batch hands the
+// bridge up to 16 Ki messages at once, src/core/inbox.rs Budget::BATCH), so that a burst the
+// rings took is not dropped here while Redis confirms the one before.
+const MAX_QUEUE = 32 * 1024
 
 /** Drops exact topics and patterns that a broader bridged pattern already covers (one delivery each). */
 function normalizeTopics(topics) {
@@ -78,7 +82,7 @@ class Bridge extends EventEmitter {
     const prefix = options.prefix ?? 'cluster-shm:'
     if (typeof prefix !== 'string') fail('ERR_INVALID_ARG', 'prefix must be a string')
     this.#topics = normalizeTopics(options.topics)
-    this.#maxQueue = checkCount('maxQueue', options.maxQueue ?? 10_000)
+    this.#maxQueue = checkCount('maxQueue', options.maxQueue ?? MAX_QUEUE)
     this.#downAfter = checkCount('downAfter', options.downAfter ?? 2_000)
     this.#transport = new RedisTransport(options.redis, prefix)
     this.#bus = bus

@@ -61,11 +61,28 @@ class BusState {
     return this.native.attached().filter((i) => i !== me).map((i) => this.toPublic(i))
   }
 
+  #later = [] // functions for the next turn, in order: one setImmediate for all of them
+
   /** Runs `fn` on a later turn of the event loop, unless the bus is closed by then. */
   later(fn) {
-    setImmediate(() => {
-      if (!this.closed) fn()
-    })
+    if (this.#later.length === 0) setImmediate(this.#runLater)
+    this.#later.push(fn)
+  }
+
+  /** Runs what later() queued; a throw does not stop the others and is rethrown after them. */
+  #runLater = () => {
+    const fns = this.#later
+    this.#later = []
+    let error = null
+    for (const fn of fns) {
+      if (this.closed) break
+      try {
+        fn()
+      } catch (err) {
+        error ??= err
+      }
+    }
+    if (error !== null) throw error
   }
 }
 

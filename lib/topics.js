@@ -93,6 +93,8 @@ class Topics {
     try {
       const timeout = checkTimeoutOption(options)
       const [pairs, env] = this.#prepare(topic, data)
+      // Room in every ring (the usual case): written now, without a promise per target.
+      if (this.#tryWrite(pairs, env, true)) return Promise.resolve(pairs.length >> 1)
       return this.#fanOut(pairs, env, timeout, true)
     } catch (err) {
       return Promise.reject(err)
