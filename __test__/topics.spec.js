@@ -461,3 +461,37 @@ test.serial('publish, request and response longer than one frame (1.5 MiB bytes,
   t.deepEqual(received(1), [buffer, string, buffer, string], 'worker 1: both topics, in order')
   t.deepEqual(received(2), [buffer, string], 'worker 2: its topic')
 })
+
+test.serial("a process's own publishes reach its own subscriptions in order, and a Buffer it kept stays intact while later ones arrive", async (t) => {
+  const bus = masterInit({ workers: 1, ringSize: 64 * 1024 })
+  t.teardown(() => bus.close())
+  const got = []
+  let wake = null
+  bus.subscribe('self.t', ({ from, data }) => {
+    got.push({ from, data })
+    if (wake !== null) wake()
+  })
+  const arrived = (n) => new Promise((resolve) => {
+    wake = () => got.length >= n && resolve()
+    wake()
+  })
+  // Two turns of publishes, more than 64 KiB in each (the copies for oneself share buffers),
+  // with strings between and one payload larger than those shared buffers take.
+  const fill = (i, size) => Buffer.alloc(size, i & 0xff)
+  const expected = []
+  for (let turn = 0; turn < 2; turn++) {
+    for (let i = 0; i < 100; i++) {
+      const k = turn * 100 + i
+      const data = i === 50 ? fill(k, 20_000) : i % 10 === 3 ? `s${k}` : fill(k, 1000)
+      t.true(bus.tryPublish('self.t', data), 'room in an empty ring')
+      expected.push(data)
+    }
+    await arrived(expected.length)
+  }
+  t.is(got.length, 200, 'each once')
+  for (const [i, { from, data }] of got.entries()) {
+    t.is(from, PRIMARY)
+    if (typeof expected[i] === 'string') t.is(data, expected[i], `message ${i}`)
+    else t.true(Buffer.isBuffer(data) && data.equals(expected[i]), `message ${i}: its own bytes, in order, unchanged after the second turn`)
+  }
+})

@@ -8,6 +8,7 @@ const { TOPIC, REMOTE, encode, decode, envelope } = require('./codec.js')
 
 const MATCHES_KEPT = 1024 // published topics whose matching subscriptions are remembered
 const WATCHED_MAX = 1024 // topics whose targets are watched natively (beyond: read in full each time)
+const SELF_COPIES_BYTES = 64 * 1024 // the buffer that envelopes to this process itself are copied into
 const REGISTRATION_WORD = 2 ** 31 // a watched word at or above: in the registrations view (src/binding/bus.rs)
 
 /** `a.b.c` -> `a.b.c`, `a.b.*`, `a.*`, `*`: the subscriptions that match a published topic. */
@@ -29,6 +30,8 @@ class Topics {
   #lastBytes = Buffer.alloc(0)
   #lastTopic = ''
   #lastCallbacks = null // null: look up again (subscriptions changed)
+  #selfCopies = null // see #toSelf
+  #selfCopiesUsed = 0
 
   constructor(state, outgoing, incoming) {
     this.#state = state
@@ -212,12 +215,25 @@ class Topics {
     return w.pairs
   }
 
-  /** Delivers a copy of the envelope to this process's own subscriptions, on a later turn. */
+  /**
+   * Delivers a copy of the envelope to this process's own subscriptions, on a later turn. Small
+   * copies go into a shared buffer (#selfCopies, a fresh one when full, never reused: a
+   * subscriber may keep a Buffer that views it), not into a Buffer each.
+   */
   #toSelf(env) {
     const state = this.#state
-    const mine = Buffer.from(env)
-    mine.writeUInt16LE(state.generation, 0)
-    state.later(() => this.receive(state.self, mine, 0, mine.length))
+    const n = env.length
+    let copies = this.#selfCopies
+    let at = this.#selfCopiesUsed
+    if (n > SELF_COPIES_BYTES / 8) (copies = Buffer.allocUnsafe(n)), (at = 0)
+    else {
+      if (copies === null || at + n > SELF_COPIES_BYTES) (copies = this.#selfCopies = Buffer.allocUnsafe(SELF_COPIES_BYTES)), (at = 0)
+      this.#selfCopiesUsed = at + n
+    }
+    env.copy(copies, at)
+    copies[at] = state.generation & 0xff
+    copies[at + 1] = state.generation >>> 8
+    state.later(() => this.receive(state.self, copies, at, at + n))
   }
 
   /** The entries of every subscription that `topic` reaches, kept until the subscriptions change. */
