@@ -310,6 +310,8 @@ test('what Redis carries is untrusted: garbage, undecodable values and short env
   await pub.publish('cluster-shm:room.s', pack(host, 1, [utf8('ok:1'), [3, Buffer.from([0xff, 0x0f, 0x99])], [8, Buffer.from('{not json')], [5, Buffer.from('x')], utf8('ok:2')]))
   // Says 3 messages, holds 1: 2 malformed.
   await pub.publish('cluster-shm:room.s', pack(host, 6, [utf8('ok:3')], 3))
+  // A channel the bridged pattern matches whose topic is no topic (longer than 128 bytes): 2 malformed.
+  await pub.publish(`cluster-shm:room.${'x'.repeat(200)}`, pack(host, 9, [utf8('no:1'), utf8('no:2')]))
   const counts = []
   for (;;) {
     recv.command({ cmd: 'count' })
@@ -324,7 +326,7 @@ test('what Redis carries is untrusted: garbage, undecodable values and short env
   assertCleanExit(t, r)
   noErrors(t, r)
   t.deepEqual(r.events('got')[0].got, ['ok:1', 'ok:2', 'ok:3'], 'the well-formed messages, once, in order')
-  t.is(sum(lostOf(r, 'malformed')), 6, 'every malformed message counted')
+  t.is(sum(lostOf(r, 'malformed')), 8, 'every malformed message counted')
   t.deepEqual(lostOf(r, 'gap'), [], 'no gap: the envelopes were numbered without one')
 })
 

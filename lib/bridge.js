@@ -269,15 +269,19 @@ class Bridge extends EventEmitter {
         // Straight into the rings when they have room; else queued behind, in order.
         const sent = topics.inject(topic, r.kind, bytes, r.start, r.end)
         if (sent !== true) sent.catch(this.#injectFailed)
-      } catch {
-        this.#injectFailed()
+      } catch (err) {
+        this.#injectFailed(err)
       }
     }
     malformed += r.count - r.read
     if (malformed > 0) this.#report('malformed', malformed)
   }
 
-  #injectFailed = () => this.#report('closed', 1)
+  /** A message from Redis that could not be published here: why, as a loss cause. */
+  #injectFailed = (err) => {
+    const code = err?.code
+    this.#report(code === 'ERR_INVALID_ARG' ? 'malformed' : code === 'ERR_QUEUE_FULL' ? 'queue-full' : 'closed', 1)
+  }
 
   #connected = false
   /** Keeps `seq` in the segment for a successor; a map full of hosts long gone is emptied. */
