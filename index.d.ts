@@ -106,10 +106,11 @@ export interface LostEvent {
 
 /**
  * 'redis-down': published here while the connection was down (or in a batch waiting or unconfirmed
- * when it broke); 'queue-full': `maxQueue` messages were already waiting for Redis; 'gap': another host's
- * messages that never arrived (a hole in its sequence numbers); 'failover': the bridging process
- * died and another took over; 'malformed': an envelope that could not be decoded; 'closed': an
- * arrival after this bus closed.
+ * when it broke); 'queue-full': `maxQueue` messages were already waiting for Redis (or, inbound,
+ * `maxQueuedBytes` of local sends); 'gap': another host's messages that never arrived (a hole in its
+ * sequence numbers); 'failover': the bridging process died and another took over; 'malformed': from
+ * Redis, not a batch of this version, an entry that does not decode, or a channel that names no valid
+ * topic; 'closed': an arrival after this bus closed.
  */
 export type BridgeLossCause = 'redis-down' | 'queue-full' | 'gap' | 'failover' | 'malformed' | 'closed'
 
