@@ -190,6 +190,12 @@ export declare function attachCluster(name: string, index: number): NativeBus
 /** The cluster of `bus` as it stands. */
 export declare function busStats(bus: NativeBus): NativeSnapshot
 
+/**
+ * Throws what `topicSubscribe(name)` would throw for a name the core refuses (ERR_INVALID_ARG):
+ * lib/ checks topics it subscribes to later (bus.bridge's) with the core's rule, not a copy.
+ */
+export declare function checkTopicName(name: string): void
+
 /** Removes this user's stale segments and nothing else; returns their names. */
 export declare function cleanSegments(): Array<string>
 
@@ -210,6 +216,9 @@ export declare function joinCluster(app: string, workers: number, ringSize: numb
 
 /** This user's segments (Linux; empty elsewhere). */
 export declare function listSegments(): Array<NativeSegmentInfo>
+
+/** Longest topic name in bytes (the core's rule, for lib/ code that builds topic names). */
+export declare const MAX_TOPIC_BYTES: number
 
 export interface NativeCounters {
   fill: number

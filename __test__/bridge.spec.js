@@ -331,7 +331,7 @@ test('what Redis carries is untrusted: garbage, undecodable values and short env
 })
 
 test('bridge() checks its options', (t) => {
-  const { masterInit } = require('..')
+  const { masterInit, ClusterShmError } = require('..')
   const bus = masterInit({ workers: 1, ringSize: 4096 })
   t.teardown(() => bus.close())
   const bad = [
@@ -345,6 +345,14 @@ test('bridge() checks its options', (t) => {
     { redis: 'redis://127.0.0.1:1', topics: ['a'], candidate: 'yes' },
   ]
   for (const options of bad) t.throws(() => bus.bridge(options), { code: 'ERR_INVALID_ARG' }, JSON.stringify(options))
+  // Topic names are refused by subscribe()'s own rule, with its error, before anything starts.
+  for (const topic of ['', 'x'.repeat(129), 'é'.repeat(64) + 'x', 'a*', 'a.*.b', 'a.b*', '**', 7]) {
+    const subscribed = t.throws(() => bus.subscribe(topic, () => {}), { code: 'ERR_INVALID_ARG' }, `subscribe ${topic}`)
+    t.throws(() => bus.bridge({ redis: 'redis://127.0.0.1:1', topics: ['ok', topic] }), { code: 'ERR_INVALID_ARG', message: subscribed.message, instanceOf: ClusterShmError }, `bridge ${topic}`)
+  }
+  const longest = bus.bridge({ redis: 'redis://127.0.0.1:1', topics: ['x'.repeat(128), 'é'.repeat(64)], candidate: false })
+  t.deepEqual(longest.topics, ['x'.repeat(128), 'é'.repeat(64)], '128 bytes is a valid name')
+  longest.close()
   const bridge = bus.bridge({ redis: 'redis://127.0.0.1:1', topics: ['room.*', 'room.1', 'room.1.x', 'cache'], candidate: false })
   t.deepEqual(bridge.topics, ['room.*', 'cache'], 'topics a pattern covers are dropped (one delivery each)')
   t.false(bridge.active)

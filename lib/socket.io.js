@@ -28,8 +28,8 @@ const { ClusterAdapterWithHeartbeat } = require('socket.io-adapter')
 const { fail } = require('./errors.js')
 const { checkOptions } = require('./options.js')
 const { Bus } = require('./bus.js')
+const { MAX_TOPIC_BYTES } = require('../binding.js')
 
-const MAX_TOPIC_BYTES = 128
 const UID_BYTES = 16 // socket.io-adapter's randomId(): 8 random bytes in hex
 const LOCAL = '#local' // after the prefix: the topics that never cross hosts
 const HOST_MAP = 'cluster-shm.socket.io' // shared map: 'host' -> this segment's host tag

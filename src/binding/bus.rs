@@ -24,7 +24,7 @@ use crate::core::endpoint::{owner_gen, owner_pid};
 use crate::core::join;
 use crate::core::layout::{EndpointSlot, Geometry};
 use crate::core::semaphore::Waiter;
-use crate::core::topics::{TopicError, Topics};
+use crate::core::topics::{self, TopicError, Topics};
 use crate::core::{Attach, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared};
 
 /// Marks a word of `topic_watch_state` as an index into `registrations_view`.
@@ -358,6 +358,17 @@ pub fn create_cluster(env: Env, workers: u32, ring_size: u32, heap_size: f64) ->
 #[napi]
 pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
     js(&env, attach(&env, &name, index))
+}
+
+/// Longest topic name in bytes (the core's rule, for lib/ code that builds topic names).
+#[napi]
+pub const MAX_TOPIC_BYTES: u32 = topics::MAX_TOPIC as u32;
+
+/// Throws what `topicSubscribe(name)` would throw for a name the core refuses (ERR_INVALID_ARG):
+/// lib/ checks topics it subscribes to later (bus.bridge's) with the core's rule, not a copy.
+#[napi]
+pub fn check_topic_name(env: Env, name: String) -> Result<()> {
+    js(&env, topics::check_name(&name).map_err(topic_error))
 }
 
 /// One process's attachment to a cluster segment. Created by `createCluster` / `attachCluster`.

@@ -6,7 +6,7 @@
 //! - `errors.rs`: `Coded` errors and how they are thrown, every core error's code,
 //!   `registerErrorClass`, and the check of whole numbers;
 //! - `bus.rs`: `NativeBus` (`createCluster`, `attachCluster`) and the state it shares with the
-//!   objects it opens (`Inner`);
+//!   objects it opens (`Inner`); the core's topic-name rule (`checkTopicName`, `MAX_TOPIC_BYTES`);
 //! - `join.rs`: `joinCluster` (create-or-attach with no primary), `reapDead`, `cleanupJoined`;
 //! - `delivery.rs`: pushed delivery (`start`/`stop`): the delivery thread with its
 //!   ThreadsafeFunction, or else

@@ -494,3 +494,56 @@ impl Region {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Attach;
+
+    /// The table entry of the object named `name`.
+    fn entry_of<'a>(shared: &'a Shared, name: &str) -> &'a ObjectEntry {
+        let i = (0..MAX_OBJECTS)
+            .find(|&i| read_entry(entry(shared, i)).2 == name.as_bytes())
+            .expect("the object exists");
+        entry(shared, i)
+    }
+
+    /// Writes `offset` into the entry of `name`, as a corrupt or hostile process that maps the
+    /// segment could (the entry stays READY with its kind, name, parameters and size).
+    fn set_offset(shared: &Shared, name: &str, offset: u64) {
+        let e = entry_of(shared, name);
+        // SAFETY: test-only write of a plain u64 field of an entry in our own mapping; readers
+        // copy it with read_volatile.
+        unsafe { std::ptr::write_volatile(std::ptr::addr_of!(e.offset) as *mut u64, offset) };
+    }
+
+    #[test]
+    fn an_object_offset_off_the_cache_line_is_refused_by_every_reader() {
+        let s = Shared::create(1, 4096).unwrap();
+        let me = Endpoint::attach(s.clone(), Attach::Primary).unwrap();
+        let good = Region::open(&me, "good", 64).unwrap();
+        Region::open(&me, "bad", 64).unwrap();
+        // SAFETY: a plain field of a READY entry of our own mapping.
+        let at = unsafe { std::ptr::read_volatile(&entry_of(&s, "bad").offset) };
+        for offset in [at + 1, at + 8, at + LINE as u64 / 2] {
+            // Inside the heap: only the alignment rule can refuse it.
+            assert!(offset + 64 <= s.geometry().heap_size);
+            set_offset(&s, "bad", offset);
+            assert_eq!(
+                Region::open(&me, "bad", 64).err(),
+                Some(ObjectError::Corrupt),
+                "find, offset {offset}"
+            );
+            let listed: Vec<String> = entries(&s).into_iter().map(|(_, name, _)| name).collect();
+            assert_eq!(listed, ["good"], "entries, offset {offset}");
+            let mut seen = vec![];
+            for_each(&s, Kind::Region, |mem| seen.push(mem.ptr));
+            assert_eq!(seen, [good.mem.ptr], "for_each, offset {offset}");
+        }
+        // The entry as written is read again: what was refused was the offset alone.
+        set_offset(&s, "bad", at);
+        assert!(Region::open(&me, "bad", 64).is_ok());
+        assert_eq!(entries(&s).len(), 2);
+        s.close_cluster();
+    }
+}

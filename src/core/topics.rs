@@ -94,14 +94,19 @@ fn fnv1a(b: &[u8]) -> u64 {
     })
 }
 
-/// 1..=128 bytes; a `*` only as the whole name or as the last level (`room.*`), the only
-/// patterns a publisher's per-level lookups can find.
-fn valid(name: &str) -> bool {
+/// Whether `name` can be subscribed to: 1..=`MAX_TOPIC` bytes; a `*` only as the whole name or
+/// as the last level (`room.*`), the only patterns a publisher's per-level lookups can find.
+/// The one statement of the rule: lib/ asks the addon (`checkTopicName`) instead of copying it.
+pub fn check_name(name: &str) -> Result<(), TopicError> {
     let pattern_ok = match name.find('*') {
         None => true,
         Some(i) => i == name.len() - 1 && (name == "*" || name.ends_with(".*")),
     };
-    !name.is_empty() && name.len() <= MAX_TOPIC && pattern_ok
+    if !name.is_empty() && name.len() <= MAX_TOPIC && pattern_ok {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName)
+    }
 }
 
 pub struct Topics {
@@ -219,7 +224,8 @@ impl Topics {
 
     /// Adds endpoint `index` to `topic`'s subscribers (visible to publishers on return).
     pub fn subscribe(&self, topic: &str, index: u32) -> Result<(), TopicError> {
-        if !valid(topic) || index >= MAX_ENDPOINTS {
+        check_name(topic)?;
+        if index >= MAX_ENDPOINTS {
             return Err(TopicError::InvalidName);
         }
         let e = self.find_or_insert(topic)?;
@@ -367,6 +373,13 @@ mod tests {
         assert_eq!(t.subscribe("new*", 0), Err(TopicError::InvalidName));
         assert_eq!(t.subscribe("", 0), Err(TopicError::InvalidName));
         assert_eq!(t.subscribe(&"x".repeat(129), 0), Err(TopicError::InvalidName));
+        // `check_name` is what subscribe refuses by, and what lib/ asks before it subscribes.
+        for ok in ["*", "a.*", "a.b", &"x".repeat(MAX_TOPIC)] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a*", "a.*.b", "**", ".**", &"x".repeat(MAX_TOPIC + 1)] {
+            assert_eq!(check_name(bad), Err(TopicError::InvalidName), "{bad}");
+        }
         s.close_cluster();
     }
 
