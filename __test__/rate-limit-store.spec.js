@@ -94,6 +94,28 @@ test('a new window starts once, atomically, and expired keys are swept', async (
   await stop(t, c)
 })
 
+test('the timer sweeps in one worker at a time: none while another holds the sweep lock, and again once its holder is killed', async (t) => {
+  const WINDOW_MS = 1000 // the sweep timer's period too
+  const c = await start(t, { LIMIT: '4', WINDOW_MS: String(WINDOW_MS) })
+  let hold
+  do hold = JSON.parse((await get(c.port, '/hold-sweep')).body)
+  while (!hold.held) // a timer's sweep held it at that instant
+  for (const user of ['a', 'b', 'c']) t.is((await get(c.port, `/hit?user=${user}`)).status, 200)
+  // Expired after 1 s; each of the 3 workers' timers fires about 3 times more: none may sweep.
+  await sleep(WINDOW_MS + 3 * WINDOW_MS + 200)
+  const size = async () => JSON.parse((await get(c.port, '/info?user=x')).body).size
+  t.is(await size(), 3, 'swept while another worker held the sweep lock')
+
+  process.kill(hold.pid, 'SIGKILL')
+  await c.waitFor((m) => m.event === 'exit' && m.pid === hold.pid, { what: 'the exit of the lock holder' })
+  // Its permit comes back: a timer of a living worker sweeps within about a period.
+  const deadline = Date.now() + 3 * WINDOW_MS
+  let left
+  while ((left = await size()) > 0 && Date.now() < deadline) await sleep(100)
+  t.is(left, 0, 'not swept after the holder of the sweep lock died')
+  await stop(t, c)
+})
+
 test('skipFailedRequests takes hits back (decrement) across workers', async (t) => {
   const c = await start(t, { LIMIT: '3', WINDOW_MS: '600000' })
   const failed = []

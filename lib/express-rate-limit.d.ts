@@ -26,7 +26,7 @@ export declare class ClusterShmStore implements Store {
   decrement(key: string): void
   resetKey(key: string): void
   resetAll(): void
-  /** Deletes this store's expired entries now; returns how many (also run every window, and when the map is full). */
+  /** Deletes this store's expired entries now; returns how many (also run every window, by one worker at a time, and when the map is full). */
   sweep(): number
   shutdown(): void
 }

@@ -7,6 +7,8 @@
 // first: so the window reset is atomic (two workers crossing the window's end never both start a
 // fresh window; the loser sees the new window and counts in it). Expired entries are swept (on
 // a timer, and at once when the map is full) with compareAndSet too, so a late hit is never lost.
+// The timer's sweeps go through every key, so they run in one process at a time: the holder of
+// the lock `<name>.sweep` (a permit of a process that died holding it comes back, see README).
 // express-rate-limit is not required here: the store only implements its interface.
 
 const { ClusterShmError, fail } = require('./errors.js')
@@ -27,6 +29,7 @@ const decodeEntry = (b) => (Buffer.isBuffer(b) && b.length === ENTRY_BYTES ? { h
 
 class ClusterShmStore {
   #map
+  #sweepLock // semaphore of one permit: who runs a timer's sweep (see #sweepTurn)
   #windowMs = 60_000
   #sweeper = null
   #logFull = null // when the request is refused on a full map, who logs it (see init)
@@ -42,6 +45,7 @@ class ClusterShmStore {
     if (typeof prefix !== 'string') fail('ERR_INVALID_ARG', 'options.prefix must be a string')
     checkInt('capacity', capacity, 1, 1 << 24)
     this.#map = bus.map(name, { capacity, maxKeyBytes, maxValueBytes: ENTRY_BYTES })
+    this.#sweepLock = bus.semaphore(`${name}.sweep`, { permits: 1 })
     this.prefix = prefix
     /** The counts are shared by every process of the cluster (express-rate-limit's Store flag). */
     this.localKeys = false
@@ -56,7 +60,7 @@ class ClusterShmStore {
     const logger = options.logger ?? console
     this.#logFull = options.passOnStoreError ? null : (err) => logger.error(err, 'the request is refused (passOnStoreError is false)')
     clearInterval(this.#sweeper)
-    this.#sweeper = setInterval(() => this.sweep(), Math.max(this.#windowMs, 1000))
+    this.#sweeper = setInterval(() => this.#sweepTurn(), Math.max(this.#windowMs, 1000))
     this.#sweeper.unref()
   }
 
@@ -113,6 +117,23 @@ class ClusterShmStore {
       if (e !== null && e.resetTime <= now && this.#map.compareAndSet(k, old, undefined)) deleted++
     }
     return deleted
+  }
+
+  /**
+   * The timer's sweep, skipped while another process runs one on this map: every worker's timer
+   * fires every window, and sweeps at once would go through the same keys, contending on the
+   * map's lock. (One lock per map, not per prefix, to take one name of the segment's table: a
+   * prefix skipped so waits for the next timer of some worker.) The sweep is synchronous, so
+   * the permit is never held across a turn of the event loop. sweep() called directly and the
+   * sweep of a full map do not wait for the lock: a request needs room now.
+   */
+  #sweepTurn() {
+    if (!this.#sweepLock.tryAcquire()) return
+    try {
+      this.sweep()
+    } finally {
+      this.#sweepLock.release()
+    }
   }
 
   /** Stops the sweep timer (express-rate-limit calls this on shutdown). */

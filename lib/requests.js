@@ -107,7 +107,16 @@ class Requests {
     }
   }
 
-  /** What NativeBus#holderInfo(t) says, read from the registrations view when there is one. */
+  /**
+   * What NativeBus#holderInfo(t) says, read from the registrations view when there is one.
+   * The 64-bit owner word is read as two loads, pid (low half) first: a change between them
+   * cannot make up a holder. A generation is only ever stored together with a nonzero pid (an
+   * attach); a detach zeroes the pid and keeps the generation (src/core/layout.rs,
+   * Registration). So a nonzero pid, then generation G, means that G held the index at some
+   * instant between the two loads: what one 64-bit load at that instant would have said, no
+   * false ERR_PEER_GONE in peerGone() and no generation nobody held. Keep this order: with the
+   * generation first, a freed index's old G could be joined to a successor's pid.
+   */
   #holder(t) {
     const slots = this.#state.registrationsView()
     if (slots === null) return this.#state.native.holderInfo(t)

@@ -558,6 +558,35 @@ mod tests {
         assert!(matches!(Endpoint::attach(s, Attach::Any), Err(AttachError::Closed)));
     }
 
+    /// lib/requests.js reads the owner word as two halves and relies on this (layout.rs,
+    /// Registration): a generation appears only with a nonzero pid; freeing keeps it.
+    #[test]
+    fn a_generation_is_stored_only_with_a_pid_and_freeing_keeps_it() {
+        let s = Shared::create(1, 4096).unwrap();
+        let me = ProcessId::current().pid;
+        let mut last = s.owner_word(0);
+        for round in 0..3 {
+            let w = Endpoint::attach(s.clone(), Attach::Index(0)).unwrap();
+            let held = s.owner_word(0);
+            assert_eq!((owner_gen(held), owner_pid(held)), (owner_gen(last) + 1, me));
+            if round == 1 {
+                assert_eq!(s.release_pid(me), vec![0]);
+            } else {
+                w.detach();
+            }
+            last = s.owner_word(0);
+            assert_eq!(last, owner(owner_gen(held), 0), "freed in round {round}");
+        }
+        // A dead holder taken over: the new generation comes with the new holder's pid.
+        s.slot(0)
+            .registration
+            .owner
+            .store(owner(owner_gen(last) + 1, 0x7fff_fff0), Ordering::Release);
+        Endpoint::attach(s.clone(), Attach::Index(0)).unwrap();
+        assert_eq!(s.owner_word(0), owner(owner_gen(last) + 2, me));
+        s.unlink();
+    }
+
     #[test]
     fn a_dead_holder_is_reclaimed() {
         let s = Shared::create(1, 4096).unwrap();

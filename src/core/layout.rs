@@ -77,7 +77,9 @@ pub struct SegmentHeader {
 pub const MAGIC_PREFIX: [u8; 6] = *b"CLSHM\0";
 
 /// Who holds an endpoint index. `owner` packs `(generation << 32) | pid`; pid 0 means free. All
-/// transitions are one CAS on that word, so two processes can never both take an index.
+/// transitions are one CAS on that word, so two processes can never both take an index. A new
+/// generation is stored only with a nonzero pid (attach), and freeing keeps the generation:
+/// lib/requests.js (`#holder`) reads the two halves with two loads and relies on this.
 #[repr(C, align(128))]
 pub struct Registration {
     pub owner: AtomicU64,
