@@ -24,7 +24,7 @@ use crate::core::endpoint::{owner_gen, owner_pid};
 use crate::core::join;
 use crate::core::layout::{EndpointSlot, Geometry};
 use crate::core::semaphore::Waiter;
-use crate::core::topics::{self, TopicError, Topics};
+use crate::core::topics::{self, Topics};
 use crate::core::{Attach, Batch, Budget, Endpoint, Inbox, InitError, Outbox, SendError, Shared};
 
 /// Marks a word of `topic_watch_state` as an index into `registrations_view`.
@@ -122,9 +122,7 @@ impl Inner {
     /// `[index, generation & 0xffff, ...]` of the attached processes subscribed to `topic`.
     fn topic_targets(&self, topic: &str) -> CodedResult<Vec<u32>> {
         let t = self.topics()?;
-        if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
-            return Err(topic_error(TopicError::InvalidName));
-        }
+        topics::check_publish_name(topic).map_err(topic_error)?;
         let shared = self.ep.shared();
         Ok(t.subscribers(topic)
             .into_iter()
@@ -143,9 +141,7 @@ impl Inner {
     /// `registrations_view`.
     fn topic_watch_state(&self, topic: &str) -> CodedResult<Vec<u32>> {
         let t = self.topics()?;
-        if topic.is_empty() || topic.len() > crate::core::topics::MAX_TOPIC || topic.contains('*') {
-            return Err(topic_error(TopicError::InvalidName));
-        }
+        topics::check_publish_name(topic).map_err(topic_error)?;
         let shared = self.ep.shared();
         let endpoints = shared.geometry().endpoints;
         let table = t.memory().0 as usize;

@@ -100,7 +100,7 @@ pub(super) fn object_error(e: ObjectError) -> Coded {
 
 pub(super) fn topic_error(e: TopicError) -> Coded {
     let code = match &e {
-        TopicError::InvalidName => "ERR_INVALID_ARG",
+        TopicError::InvalidName | TopicError::InvalidPublishName => "ERR_INVALID_ARG",
         TopicError::TableFull => "ERR_NO_SPACE",
     };
     coded(code, e)

@@ -70,6 +70,9 @@ pub struct TopicWatch<'a> {
 pub enum TopicError {
     /// Empty, longer than `MAX_TOPIC` bytes, or a `*` other than a whole last level (`a.*`, `*`).
     InvalidName,
+    /// A name to publish to that is empty, longer than `MAX_TOPIC` bytes, or has a `*` (patterns
+    /// are for subscribing).
+    InvalidPublishName,
     /// `MAX_TOPICS` distinct names are in use.
     TableFull,
 }
@@ -83,6 +86,10 @@ impl std::fmt::Display for TopicError {
                     "topic must be 1..={MAX_TOPIC} bytes; '*' only as a whole last level ('room.*' or '*')"
                 )
             }
+            Self::InvalidPublishName => write!(
+                f,
+                "a topic to publish to must be 1..={MAX_TOPIC} bytes without '*' (patterns are for subscribe)"
+            ),
             Self::TableFull => write!(f, "the cluster uses {MAX_TOPICS} distinct topics already"),
         }
     }
@@ -106,6 +113,16 @@ pub fn check_name(name: &str) -> Result<(), TopicError> {
         Ok(())
     } else {
         Err(TopicError::InvalidName)
+    }
+}
+
+/// Whether `name` can be published to: 1..=`MAX_TOPIC` bytes and no `*` (a message goes to one
+/// topic; the patterns it reaches are the subscribers').
+pub fn check_publish_name(name: &str) -> Result<(), TopicError> {
+    if !name.is_empty() && name.len() <= MAX_TOPIC && !name.contains('*') {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidPublishName)
     }
 }
 
@@ -379,6 +396,13 @@ mod tests {
         }
         for bad in ["", "a*", "a.*.b", "**", ".**", &"x".repeat(MAX_TOPIC + 1)] {
             assert_eq!(check_name(bad), Err(TopicError::InvalidName), "{bad}");
+        }
+        // A published name is one topic: no pattern.
+        for ok in ["a", "a.b", &"x".repeat(MAX_TOPIC)] {
+            assert_eq!(check_publish_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "*", "a.*", "a*b", &"x".repeat(MAX_TOPIC + 1)] {
+            assert_eq!(check_publish_name(bad), Err(TopicError::InvalidPublishName), "{bad}");
         }
         s.close_cluster();
     }
