@@ -496,7 +496,7 @@ impl Region {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::Attach;
 
@@ -510,11 +510,17 @@ mod tests {
 
     /// Writes `offset` into the entry of `name`, as a corrupt or hostile process that maps the
     /// segment could (the entry stays READY with its kind, name, parameters and size).
-    fn set_offset(shared: &Shared, name: &str, offset: u64) {
+    pub(crate) fn set_offset(shared: &Shared, name: &str, offset: u64) {
         let e = entry_of(shared, name);
         // SAFETY: test-only write of a plain u64 field of an entry in our own mapping; readers
         // copy it with read_volatile.
         unsafe { std::ptr::write_volatile(std::ptr::addr_of!(e.offset) as *mut u64, offset) };
+    }
+
+    /// The offset in the table of the object named `name`.
+    pub(crate) fn offset_of(shared: &Shared, name: &str) -> u64 {
+        // SAFETY: a plain field of a READY entry of our own mapping.
+        unsafe { std::ptr::read_volatile(&entry_of(shared, name).offset) }
     }
 
     #[test]

@@ -182,11 +182,14 @@ pub fn snapshot(shared: &Arc<Shared>) -> Snapshot {
                 name,
                 size: mem.params[0],
             }),
-            Kind::Topics => snap.topics.extend(
+            // The table under its own name, once: more entries of this kind (a hostile process can
+            // add them, pointing at the same memory) would multiply the list.
+            Kind::Topics if name == topics::TABLE_NAME && snap.topics.is_empty() => snap.topics.extend(
                 topics::list(&mem)
                     .into_iter()
                     .map(|(name, subscribers)| TopicStats { name, subscribers }),
             ),
+            Kind::Topics => {}
         }
     }
     snap
@@ -288,6 +291,45 @@ mod tests {
     use crate::core::layout::kind;
     use crate::core::semaphore::Semaphore;
     use crate::core::{Attach, Endpoint, Outbox};
+
+    #[test]
+    fn more_topic_tables_pointing_at_the_real_one_do_not_multiply_the_list() {
+        use crate::core::objects::{
+            open_or_create,
+            tests::{offset_of, set_offset},
+        };
+        let shared = Shared::create(1, 1 << 20).unwrap();
+        let me = Endpoint::attach(shared.clone(), Attach::Primary).unwrap();
+        let t = topics::Topics::open(&me).unwrap();
+        t.subscribe("a", 0).unwrap();
+        t.subscribe("b.*", 0).unwrap();
+        // What a hostile process can do: more objects of the topic table's kind, each then
+        // pointed at the real table.
+        let real = offset_of(&shared, topics::TABLE_NAME);
+        let size = shared_table_size(&shared);
+        for i in 0..4 {
+            let name = format!("copy.{i}");
+            open_or_create(&me, Kind::Topics, &name, [0; 4], size, |p, n| {
+                // SAFETY: open_or_create hands over `n` writable bytes of the new object.
+                unsafe { std::ptr::write_bytes(p, 0, n) }
+            })
+            .unwrap();
+            set_offset(&shared, &name, real);
+        }
+        let s = snapshot(&shared);
+        let names: Vec<&str> = s.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b.*"], "each topic once");
+        shared.close_cluster();
+    }
+
+    /// The size of the real topic table's object.
+    fn shared_table_size(shared: &Arc<Shared>) -> u64 {
+        objects::entries(shared)
+            .into_iter()
+            .find(|(_, name, _)| name == topics::TABLE_NAME)
+            .map(|(_, _, mem)| mem.size as u64)
+            .unwrap()
+    }
 
     #[test]
     fn a_read_only_snapshot_sees_messages_holders_and_topics() {

@@ -35,7 +35,8 @@ pub const MAX_TOPICS: usize = 1024;
 /// Longest topic name in bytes.
 pub const MAX_TOPIC: usize = 128;
 const WORDS: usize = (MAX_ENDPOINTS as usize).div_ceil(64);
-const TABLE_NAME: &str = "cluster-shm.topics";
+/// The name of the one topic table in the object table.
+pub const TABLE_NAME: &str = "cluster-shm.topics";
 const READY: u32 = 1;
 
 #[repr(C, align(128))]
