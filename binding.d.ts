@@ -217,6 +217,9 @@ export declare function joinCluster(app: string, workers: number, ringSize: numb
 /** This user's segments (Linux; empty elsewhere). */
 export declare function listSegments(): Array<NativeSegmentInfo>
 
+/** Longest name of a semaphore, region or map in bytes (for lib/ code that derives names). */
+export declare const MAX_NAME_BYTES: number
+
 /** Longest topic name in bytes (the core's rule, for lib/ code that builds topic names). */
 export declare const MAX_TOPIC_BYTES: number
 

@@ -848,6 +848,7 @@ module.exports.createCluster = nativeBinding.createCluster
 module.exports.inspectSegment = nativeBinding.inspectSegment
 module.exports.joinCluster = nativeBinding.joinCluster
 module.exports.listSegments = nativeBinding.listSegments
+module.exports.MAX_NAME_BYTES = nativeBinding.MAX_NAME_BYTES
 module.exports.MAX_TOPIC_BYTES = nativeBinding.MAX_TOPIC_BYTES
 module.exports.reapDead = nativeBinding.reapDead
 module.exports.registerErrorClass = nativeBinding.registerErrorClass

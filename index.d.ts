@@ -110,7 +110,8 @@ export interface LostEvent {
  * `maxQueuedBytes` of local sends); 'gap': another host's messages that never arrived (a hole in its
  * sequence numbers); 'failover': the bridging process died and another took over; 'malformed': from
  * Redis, not a batch of this version, an entry that does not decode, or a channel that names no valid
- * topic; 'closed': an arrival after this bus closed.
+ * topic; 'closed': the bus closed with messages from or for Redis still waiting (or a local send of
+ * one from Redis failed otherwise).
  */
 export type BridgeLossCause = 'redis-down' | 'queue-full' | 'gap' | 'failover' | 'malformed' | 'closed'
 

@@ -146,9 +146,14 @@ const failover = test.macro({
     const r = await a.done
     assertCleanExit(t, r)
     noErrors(t, r)
-    // The successor continues the sequence numbers in the segment (none reused) and the order holds.
+    // The successor continues the sequence numbers in the segment (none reused) and the order
+    // holds. They are contiguous but for at most one jump at the failover: a batch the killed
+    // bridge had numbered (the number is in the segment before the batch leaves) and not yet
+    // written to its socket is lost, and another host would report that hole as a 'gap'.
     const seqs = seen.map((m) => m.seq)
-    t.true(seqs.every((s, i) => i === 0 || s === seqs[i - 1] + 1), 'sequence numbers continue across the failover without a gap or reuse')
+    t.true(seqs.every((s, i) => i === 0 || s > seqs[i - 1]), 'sequence numbers continue across the failover, none reused')
+    const jumps = seqs.filter((s, i) => i > 0 && s !== seqs[i - 1] + 1).length
+    t.true(jumps <= 1, `contiguous but for the failover: ${jumps} jumps`)
     const ns = seen.map((m) => Number(m.data.split(':')[1]))
     t.true(ns.every((n, i) => i === 0 || n > ns[i - 1]), 'the publisher\'s order holds')
     const gap = seen[before].t - seen[before - 1].t
@@ -294,7 +299,7 @@ function pack(host, first, entries, count = entries.length) {
   return Buffer.concat(parts)
 }
 
-test('what Redis carries is untrusted: garbage, undecodable values and short envelopes are reported as malformed, never delivered, and the rest arrives', async (t) => {
+test('what Redis carries is untrusted: garbage, undecodable values, short envelopes and impossible numbers are reported as malformed, never delivered, and the rest arrives', async (t) => {
   const redis = await startRedis(t)
   const env = { REDIS_URL: redis.url }
   const recv = startCluster('bridge-host.js', ['B', 'receive'], { timeout: 60_000, env, t })
@@ -308,10 +313,14 @@ test('what Redis carries is untrusted: garbage, undecodable values and short env
   // 2, 3 and 4 are malformed: a v8 value that does not deserialize, JSON that does not parse, a
   // frame kind that is no message (a topic envelope).
   await pub.publish('cluster-shm:room.s', pack(host, 1, [utf8('ok:1'), [3, Buffer.from([0xff, 0x0f, 0x99])], [8, Buffer.from('{not json')], [5, Buffer.from('x')], utf8('ok:2')]))
-  // Says 3 messages, holds 1: 2 malformed.
-  await pub.publish('cluster-shm:room.s', pack(host, 6, [utf8('ok:3')], 3))
+  // Says 3 messages, holds 1 and 6 bytes that make no second and third: 2 malformed.
+  await pub.publish('cluster-shm:room.s', Buffer.concat([pack(host, 6, [utf8('ok:3')], 3), Buffer.alloc(6)]))
   // A channel the bridged pattern matches whose topic is no topic (longer than 128 bytes): 2 malformed.
   await pub.publish(`cluster-shm:room.${'x'.repeat(200)}`, pack(host, 9, [utf8('no:1'), utf8('no:2')]))
+  // Numbers no envelope can carry, each refused whole (1 malformed each, no gap made up): a
+  // count more than its bytes can hold, and a first number that is no whole number.
+  await pub.publish('cluster-shm:room.s', pack(host, 11, [utf8('no:3')], 2 ** 32 - 1))
+  await pub.publish('cluster-shm:room.s', pack(host, NaN, [utf8('no:4')]))
   const counts = []
   for (;;) {
     recv.command({ cmd: 'count' })
@@ -326,7 +335,7 @@ test('what Redis carries is untrusted: garbage, undecodable values and short env
   assertCleanExit(t, r)
   noErrors(t, r)
   t.deepEqual(r.events('got')[0].got, ['ok:1', 'ok:2', 'ok:3'], 'the well-formed messages, once, in order')
-  t.is(sum(lostOf(r, 'malformed')), 8, 'every malformed message counted')
+  t.is(sum(lostOf(r, 'malformed')), 10, 'every malformed message counted, each once')
   t.deepEqual(lostOf(r, 'gap'), [], 'no gap: the envelopes were numbered without one')
 })
 

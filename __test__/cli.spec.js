@@ -176,8 +176,8 @@ test.serial('corrupt, hostile and foreign segments: a clear message and exit cod
 
   // A published header of this layout with an impossible geometry.
   const header = Buffer.alloc(8192)
-  Buffer.from('CLSHM\0\x03\x00', 'latin1').copy(header, 0)
-  header.writeUInt32LE(3, 8) // layout version
+  Buffer.from('CLSHM\0\x04\x00', 'latin1').copy(header, 0)
+  header.writeUInt32LE(4, 8) // layout version
   header.writeUInt32LE(process.pid, 12)
   header.writeUInt32LE(100_000, 24) // endpoints
   header.writeUInt32LE(4096, 28) // ring capacity

@@ -169,3 +169,16 @@ test('a full map makes room by sweeping expired clients', async (t) => {
   t.is(c.stderr, '')
   await stop(t, c)
 })
+
+test('a store name too long for its sweep lock is refused before anything is made in the segment', (t) => {
+  const { masterInit } = require('..')
+  const { ClusterShmStore } = require('../lib/express-rate-limit.js')
+  const bus = masterInit({ workers: 1, ringSize: 4096 })
+  t.teardown(() => bus.close())
+  const err = t.throws(() => new ClusterShmStore({ bus, name: 'n'.repeat(123) }), { code: 'ERR_INVALID_ARG' })
+  t.regex(err.message, /at most 122 bytes/)
+  t.deepEqual(bus.stats().maps, [], 'no map was made')
+  const store = new ClusterShmStore({ bus, name: 'n'.repeat(122) })
+  t.is(bus.stats().maps.length, 1, 'a name of 122 bytes is fine')
+  store.shutdown()
+})

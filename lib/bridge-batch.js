@@ -85,12 +85,19 @@ class BatchReader {
   start = 0
   end = 0
 
-  /** Whether `bytes` is a batch of this version (anything else on the channel is not ours). */
+  /**
+   * Whether `bytes` is a batch of this version (anything else on the channel is not ours): its
+   * first number a whole number, its count no more than the bytes can hold (it is untrusted:
+   * losses are counted from it).
+   */
   open(bytes) {
     if (bytes.length < HEAD || bytes[0] !== VERSION) return false
+    const first = bytes.readDoubleLE(SEQ_AT)
+    const count = bytes.readUInt32LE(COUNT_AT)
+    if (!Number.isSafeInteger(first) || first < 1 || count > (bytes.length - HEAD) / ENTRY_HEAD) return false
     this.bytes = bytes
-    this.first = bytes.readDoubleLE(SEQ_AT)
-    this.count = bytes.readUInt32LE(COUNT_AT)
+    this.first = first
+    this.count = count
     this.read = 0
     this.end = HEAD
     return true

@@ -17,7 +17,7 @@ const crypto = require('node:crypto')
 const { EventEmitter } = require('node:events')
 const { fail } = require('./errors.js')
 const { checkTopicName } = require('../binding.js')
-const { BYTES, UTF8, decode, isMessage } = require('./codec.js')
+const { BYTES, UTF8, JSON_TEXT, VALUE, decode } = require('./codec.js')
 const { RedisTransport } = require('./bridge-redis.js')
 const { BatchWriter, BatchReader, stamp, HOST_BYTES } = require('./bridge-batch.js')
 
@@ -27,12 +27,14 @@ const SEEN = 'cluster-shm.bridge.seen' // map: other host's id (hex) -> last seq
 const SEQ_AT = 16
 const BEAT_AT = 24
 const HEARTBEAT_MS = 100
+const HOSTS_KEPT = 1024 // other hosts whose last sequence number is cached here (as in SEEN)
 // Outbound batches sent and not yet confirmed, at most. A batch that is not full leaves only
 // when none is (as Nagle's algorithm does): the slower Redis answers, the larger the batches.
 const BATCHES_IN_FLIGHT = 4
 // Default bound of the outbound queue, in messages: two delivery batches (a batch hands the
 // bridge up to 16 Ki messages at once, src/core/inbox.rs Budget::BATCH), so that a burst the
-// rings took is not dropped here while Redis confirms the one before.
+// rings took is not dropped here while Redis confirms the one before. (The bridging process's
+// own publishes reach it in one run per turn, unbatched: a burst of more in one turn is cut.)
 const MAX_QUEUE = 32 * 1024
 
 /** Drops exact topics and patterns that a broader bridged pattern already covers (one delivery each). */
@@ -254,6 +256,7 @@ class Bridge extends EventEmitter {
     if (last === undefined) last = this.#seen.get(origin)
     if (typeof last === 'number' && first > last + 1) this.#report('gap', first - last - 1, { host: origin })
     last = first + r.count - 1
+    if (this.#last.size >= HOSTS_KEPT && !this.#last.has(origin)) this.#last.clear() // ids are untrusted: bounded
     this.#last.set(origin, last)
     this.#remember(origin, last)
     const topics = this.#busTopics
@@ -265,12 +268,15 @@ class Bridge extends EventEmitter {
         malformed++
         continue
       }
-      this.stats.received++
       try {
         // Straight into the rings when they have room; else queued behind, in order.
         const sent = topics.inject(topic, r.kind, bytes, r.start, r.end)
         if (sent !== true) sent.catch(this.#injectFailed)
+        this.stats.received++
       } catch (err) {
+        // The channel names no topic one can publish to (a pattern matched it): the whole
+        // envelope is malformed, found at its first message rather than at each.
+        if (err?.code === 'ERR_INVALID_ARG') return this.#report('malformed', r.count)
         this.#injectFailed(err)
       }
     }
@@ -360,9 +366,9 @@ class Bridge extends EventEmitter {
   }
 }
 
-/** Whether the payload bytes[start..end] is a message of codec `kind` that decodes. */
+/** Whether the payload bytes[start..end] is a JSON or v8 value that decodes. */
 function decodes(kind, bytes, start, end) {
-  if (!isMessage(kind)) return false
+  if (kind !== JSON_TEXT && kind !== VALUE) return false
   try {
     decode(kind, bytes, start, end)
     return true

@@ -14,8 +14,10 @@
 const { ClusterShmError, fail } = require('./errors.js')
 const { checkInt, checkOptions } = require('./options.js')
 const { Bus } = require('./bus.js')
+const { MAX_NAME_BYTES } = require('../binding.js')
 
 const ENTRY_BYTES = 16
+const SWEEP_SUFFIX = '.sweep' // the sweep lock is named <name>.sweep
 
 const encodeEntry = (hits, resetTime) => {
   const b = Buffer.allocUnsafe(ENTRY_BYTES)
@@ -44,8 +46,10 @@ class ClusterShmStore {
     if (!(bus instanceof Bus)) fail('ERR_INVALID_ARG', 'options.bus must be the Bus of this process (masterInit() or workerInit())')
     if (typeof prefix !== 'string') fail('ERR_INVALID_ARG', 'options.prefix must be a string')
     checkInt('capacity', capacity, 1, 1 << 24)
+    // The name of the sweep lock is the longer one: checked before the map is made.
+    if (typeof name === 'string' && Buffer.byteLength(name) > MAX_NAME_BYTES - SWEEP_SUFFIX.length) fail('ERR_INVALID_ARG', `options.name must be at most ${MAX_NAME_BYTES - SWEEP_SUFFIX.length} bytes (the store also names a lock '<name>${SWEEP_SUFFIX}')`)
     this.#map = bus.map(name, { capacity, maxKeyBytes, maxValueBytes: ENTRY_BYTES })
-    this.#sweepLock = bus.semaphore(`${name}.sweep`, { permits: 1 })
+    this.#sweepLock = bus.semaphore(name + SWEEP_SUFFIX, { permits: 1 })
     this.prefix = prefix
     /** The counts are shared by every process of the cluster (express-rate-limit's Store flag). */
     this.localKeys = false

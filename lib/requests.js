@@ -113,9 +113,12 @@ class Requests {
    * cannot make up a holder. A generation is only ever stored together with a nonzero pid (an
    * attach); a detach zeroes the pid and keeps the generation (src/core/layout.rs,
    * Registration). So a nonzero pid, then generation G, means that G held the index at some
-   * instant between the two loads: what one 64-bit load at that instant would have said, no
-   * false ERR_PEER_GONE in peerGone() and no generation nobody held. Keep this order: with the
-   * generation first, a freed index's old G could be joined to a successor's pid.
+   * instant between the two loads: what one 64-bit load at that instant would have said of the
+   * generation (the pid may be its predecessor's), so no false ERR_PEER_GONE in peerGone() and
+   * no generation nobody held. Keep this order: with the generation first, a freed index's old G
+   * could be joined to a successor's pid. (The flags word, read after, may still be the
+   * predecessor's for a moment, as natively.) The low half is the u32 at words[0] on the
+   * little-endian targets the addon is built for.
    */
   #holder(t) {
     const slots = this.#state.registrationsView()

@@ -143,7 +143,7 @@ class Topics {
         env[1] = pairs[i + 1] >>> 8
         // room() said it fits; should write() still refuse (a ring found corrupt), queue it
         // rather than drop it.
-        if (!outgoing.write(pairs[i], TOPIC, env)) outgoing.send(pairs[i], TOPIC, env, undefined, true).catch(() => {})
+        if (!outgoing.write(pairs[i], TOPIC, env)) outgoing.send(pairs[i], TOPIC, env, undefined, true, true).catch(() => {})
       }
     }
     return true

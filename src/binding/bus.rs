@@ -360,6 +360,10 @@ pub fn attach_cluster(env: Env, name: String, index: i32) -> Result<NativeBus> {
 #[napi]
 pub const MAX_TOPIC_BYTES: u32 = topics::MAX_TOPIC as u32;
 
+/// Longest name of a semaphore, region or map in bytes (for lib/ code that derives names).
+#[napi]
+pub const MAX_NAME_BYTES: u32 = crate::core::layout::MAX_NAME as u32;
+
 /// Throws what `topicSubscribe(name)` would throw for a name the core refuses (ERR_INVALID_ARG):
 /// lib/ checks topics it subscribes to later (bus.bridge's) with the core's rule, not a copy.
 #[napi]

@@ -22,9 +22,10 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `b"CLSHM\0"` + layout version in the last two bytes.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x03\x00");
-/// 3: the rings' counters ([`WriterLine`], [`ReaderLine`]).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const MAGIC: u64 = u64::from_le_bytes(*b"CLSHM\0\x04\x00");
+/// 3: the rings' counters ([`WriterLine`], [`ReaderLine`]). 4: the REMOTE flag on the kind byte of
+/// topic envelopes (lib/codec.js), which a process of layout 3 would misread.
+pub const LAYOUT_VERSION: u32 = 4;
 pub const LINE: usize = 128;
 pub const PAGE: usize = 4096;
 pub const MIN_RING: u32 = 4096;

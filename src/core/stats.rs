@@ -157,6 +157,7 @@ pub fn snapshot(shared: &Arc<Shared>) -> Snapshot {
         regions: vec![],
         topics: vec![],
     };
+    let mut topics_listed = false;
     for (kind, name, mem) in objects::entries(shared) {
         match kind {
             Kind::Semaphore => {
@@ -184,11 +185,14 @@ pub fn snapshot(shared: &Arc<Shared>) -> Snapshot {
             }),
             // The table under its own name, once: more entries of this kind (a hostile process can
             // add them, pointing at the same memory) would multiply the list.
-            Kind::Topics if name == topics::TABLE_NAME && snap.topics.is_empty() => snap.topics.extend(
-                topics::list(&mem)
-                    .into_iter()
-                    .map(|(name, subscribers)| TopicStats { name, subscribers }),
-            ),
+            Kind::Topics if name == topics::TABLE_NAME && !topics_listed => {
+                topics_listed = true;
+                snap.topics.extend(
+                    topics::list(&mem)
+                        .into_iter()
+                        .map(|(name, subscribers)| TopicStats { name, subscribers }),
+                )
+            }
             Kind::Topics => {}
         }
     }
