@@ -77,7 +77,7 @@ class Outgoing {
     const len = typeof payload === 'string' ? (payload.length <= this.#stagedMax / 3 ? -1 : Buffer.byteLength(payload)) : payload.length
     if (len > this.#stagedMax) {
       this.#flush(t)
-      return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
+      return this.#writeNow(t, kind, payload)
     }
     let st = this.#staged[t]
     if (st === undefined) st = this.#staged[t] = { buf: Buffer.allocUnsafe(STAGE_BYTES), used: 0, count: 0, credit: 0, scheduled: false }
@@ -88,7 +88,7 @@ class Outgoing {
       st.credit = this.#native.credit(t)
       if (st.credit < ringBytes(bytes)) {
         // Little room left: the ring decides exactly, so false still means "full".
-        return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
+        return this.#writeNow(t, kind, payload)
       }
     }
     const at = st.used + 8
@@ -106,6 +106,16 @@ class Outgoing {
       queueMicrotask(() => this.#flush(t))
     }
     return true
+  }
+
+  /**
+   * A write straight into the ring, past the staging: the credit kept for `t` no longer says
+   * what surely fits (room() would trust it), so it is dropped; the next write asks again.
+   */
+  #writeNow(t, kind, payload) {
+    const st = this.#staged[t]
+    if (st !== undefined) st.credit = 0
+    return typeof payload === 'string' ? this.#native.writeString(t, kind, payload) : this.#native.write(t, kind, payload)
   }
 
   /** Messages staged now and their payload bytes (for Bus#stats). */
@@ -152,6 +162,8 @@ class Outgoing {
    */
   send(t, kind, payload, timeout, bound, accepted = false) {
     this.#flush(t)
+    const staged = this.#staged[t]
+    if (staged !== undefined) staged.credit = 0 // the writes below bypass the staging's credit
     const max = this.#native.maxWrite
     if (typeof payload === 'string') {
       // Short strings go straight from the JS string into the ring.
@@ -168,9 +180,7 @@ class Outgoing {
     }
     const id = this.#native.sendQueued(t, kind, payload, timeout, bound)
     this.queuedBytes += bytes
-    this.#queuedTo[t] = (this.#queuedTo[t] ?? 0) + 1
-    const staged = this.#staged[t]
-    if (staged !== undefined) staged.credit = 0 // nothing staged may overtake it
+    this.#queuedTo[t] = (this.#queuedTo[t] ?? 0) + 1 // nothing staged may overtake it (write() and room() check)
     return this.completion(id).then((code) => {
       this.queuedBytes -= bytes
       this.#queuedTo[t]--
