@@ -271,11 +271,20 @@ class Topics {
     const remote = (flags & REMOTE) !== 0
     const kind = flags & ~REMOTE
     let msg = null // decoded once, for the first callback that wants it
+    let undecodable = false // then no callback that wants it is called
     let error = null
     for (const { callback, encoded } of callbacks) {
       try {
-        if (!encoded) callback((msg ??= { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }))
-        else if (!remote) callback(from, topic, kind, b, topicEnd, end)
+        if (encoded) {
+          if (!remote) callback(from, topic, kind, b, topicEnd, end)
+        } else if (!undecodable) {
+          if (msg === null) {
+            undecodable = true
+            msg = { from: state.toPublic(from), topic, data: decode(kind, b, topicEnd, end) }
+            undecodable = false
+          }
+          callback(msg)
+        }
       } catch (err) {
         error ??= err
       }
